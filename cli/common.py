@@ -1,0 +1,38 @@
+"""Options shared by several commands, defined once."""
+from __future__ import annotations
+
+import click
+
+from llm2vec_rag.embedded import DEFAULT_MODEL
+
+
+def model_options(f):
+    """--model/--adapter/--pooling/--dtype/--device/--max-length."""
+    options = [
+        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+                     help="Embedded model name, .gguf file, model directory or Hub id."),
+        click.option("--adapter", "adapters", multiple=True, type=click.Path(exists=True, file_okay=False),
+                     help="LoRA adapter directory; repeat to stack in order."),
+        click.option("--pooling", "pooling_mode", default=None,
+                     type=click.Choice(["mean", "weighted_mean", "eos_token", "last_token", "bos_token"]),
+                     help="Pooling mode (default: the model's own, else mean)."),
+        click.option("--dtype", default="auto", show_default=True,
+                     type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        click.option("--max-length", type=click.IntRange(min=1), default=None,
+                     help="Truncate texts to this many tokens (default: the model's own, else 512)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_encoder(model: str, adapters=(), pooling_mode=None, dtype="auto", device="auto", max_length=None):
+    from llm2vec_rag import LLM2Vec
+
+    return LLM2Vec.from_pretrained(model, adapters=list(adapters) or None, pooling_mode=pooling_mode,
+                                   dtype=dtype, device=device, max_length=max_length)
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes on stderr.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON lines).")

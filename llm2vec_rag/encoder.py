@@ -1,0 +1,293 @@
+"""The ``LLM2Vec`` encoder: a decoder LLM, made bidirectional, pooled into vectors.
+
+Public API mirrors sentence-transformers (``encode``, ``encode_queries``,
+``encode_documents``, ``save``, ``from_pretrained``) so users feel at home.
+
+>>> from llm2vec_rag import LLM2Vec                       # doctest: +SKIP
+>>> m = LLM2Vec.from_pretrained("smollm2-135m")           # doctest: +SKIP
+>>> m.encode_queries(["what is a cell?"]).shape           # doctest: +SKIP
+(1, 576)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import bidirectional as bidi
+from .adapters import apply_adapters
+from .embedded import DEFAULT_MODEL
+from .errors import LLM2VecError, ModelLoadError, ModelNotFoundError
+from .instructions import Tokenized, split_input, tokenize_all
+from .pooling import PoolingMode, check_pooling_mode, pool
+from .resolve import ResolvedModel, resolve_model
+from .runtime import resolve_device, resolve_dtype
+
+DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
+PROGRESS_THRESHOLD = 512  # show_progress_bar=None shows a bar from this many inputs on
+
+
+class LLM2Vec:
+    """A text encoder over any decoder-only LLM (or a sentence-transformers encoder)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        pooling_mode: PoolingMode = "mean",
+        max_length: int = 512,
+        enable_bidirectional: bool = True,
+        query_instruction: str = DEFAULT_QUERY_INSTRUCTION,
+        document_instruction: str = "",
+        normalize: bool = False,
+        include_special_tokens: bool = False,
+        name: str = "custom",
+        adapters: Sequence[str] = (),
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling_mode = check_pooling_mode(pooling_mode)
+        if int(max_length) < 1:
+            raise LLM2VecError(f"max_length must be at least 1, got {max_length}")
+        self.max_length = int(max_length)
+        self.query_instruction = query_instruction
+        self.document_instruction = document_instruction
+        self.normalize = normalize
+        self.include_special_tokens = include_special_tokens
+        self.name = name
+        self.adapters = [str(a) for a in adapters]
+        self._fingerprint: str | None = None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.native_bidirectional = bidi.is_native_bidirectional(model)
+        self.enable_bidirectional = True if self.native_bidirectional else bool(enable_bidirectional)
+        if not self.native_bidirectional:
+            bidi.set_bidirectional(model, self.enable_bidirectional)
+        model.eval()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        pooling_mode: PoolingMode | None = None,
+        max_length: int | None = None,
+        enable_bidirectional: bool | None = None,
+        adapters: Sequence[str | os.PathLike[str]] | str | None = None,
+        merge_adapters: bool = False,
+        dtype: str | torch.dtype = "auto",
+        device: str | torch.device = "auto",
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+    ) -> LLM2Vec:
+        """Load an embedded model name, a ``.gguf`` file, a local or Hub model, or a saved encoder.
+
+        Arguments left as ``None`` take the value saved with the model (a
+        directory written by :meth:`save`, or a sentence-transformers layout),
+        else the defaults: mean pooling, 512 tokens, bidirectional attention.
+        ``adapters`` are applied in order after any the model already carries.
+        """
+        resolved = resolve_model(model)
+        saved = resolved.settings
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        base, tokenizer = _load_base(resolved, torch_dtype)
+        extra = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters or [])
+        all_adapters = [*resolved.adapters, *extra]
+        base = apply_adapters(base, all_adapters, merge_last=merge_adapters)
+        base.to(torch_device)
+
+        def pick(value, key, default):
+            return value if value is not None else saved.get(key, default)
+
+        return cls(
+            base,
+            tokenizer,
+            pooling_mode=pick(pooling_mode, "pooling_mode", "mean"),
+            max_length=pick(max_length, "max_length", 512),
+            enable_bidirectional=pick(enable_bidirectional, "enable_bidirectional", True),
+            query_instruction=pick(query_instruction, "query_instruction", DEFAULT_QUERY_INSTRUCTION),
+            document_instruction=pick(document_instruction, "document_instruction", ""),
+            normalize=saved.get("normalize", False),
+            include_special_tokens=saved.get("include_special_tokens", False),
+            name=saved.get("name", resolved.name),
+            adapters=[*saved.get("adapter_names", []), *[str(a) for a in extra]],
+        )
+
+    # ----------------------------------------------------------------- encoding
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(
+        self,
+        sentences: str | Sequence[str | Sequence[str]],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed strings or ``[instruction, text]`` pairs; a single string gives a 1-D vector.
+
+        Texts longer than ``max_length`` tokens are truncated at the end.
+        """
+        single = isinstance(sentences, str)
+        items = [sentences] if single else list(sentences)
+        if batch_size < 1:
+            raise LLM2VecError(f"batch_size must be at least 1, got {batch_size}")
+        for i, item in enumerate(items):
+            split_input(item, i)  # TypeError naming the position, before any work
+        tokenized = tokenize_all(
+            self.tokenizer,
+            items,
+            self.max_length,
+            append_eos=self.pooling_mode == "eos_token",
+            prepend_bos=self.pooling_mode == "bos_token",
+            include_special_tokens=self.include_special_tokens,
+        )
+        out = torch.empty((len(items), self.dim), dtype=torch.float32)
+        order = sorted(range(len(items)), key=lambda i: -len(tokenized[i].ids))
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        show = show_progress_bar if show_progress_bar is not None else len(items) >= PROGRESS_THRESHOLD
+        progress = None
+        if show:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(items), desc="Encoding", unit="text", file=sys.stderr)
+        with torch.inference_mode():
+            for batch in batches:
+                out[batch] = self._encode_batch([tokenized[i] for i in batch]).cpu()
+                if progress is not None:
+                    progress.update(len(batch))
+        if progress is not None:
+            progress.close()
+        if normalize_embeddings or self.normalize:
+            out = torch.nn.functional.normalize(out, p=2, dim=-1)
+        if single:
+            out = out[0]
+        if convert_to_tensor:
+            return out
+        return out.numpy() if convert_to_numpy else out
+
+    def _encode_batch(self, batch: list[Tokenized]) -> torch.Tensor:
+        width = max(len(t.ids) for t in batch)
+        ids = torch.full((len(batch), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        text_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, t in enumerate(batch):
+            n = len(t.ids)
+            ids[row, width - n :] = torch.tensor(t.ids, dtype=torch.long)
+            attention[row, width - n :] = 1
+            text_mask[row, width - n :] = torch.tensor(t.text_mask, dtype=torch.long)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        device = self.device
+        outputs = self.model(
+            input_ids=ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+        )
+        hidden = outputs.last_hidden_state
+        return pool(hidden, text_mask.to(device), attention.to(device), self.pooling_mode)
+
+    def encode_queries(self, queries: str | Sequence[str], instruction: str | None = None, **options: Any):
+        """Embed queries with an instruction (the model's default query instruction when None)."""
+        instr = self.query_instruction if instruction is None else instruction
+        return self._encode_with(instr, queries, options)
+
+    def encode_documents(self, documents: str | Sequence[str], **options: Any):
+        """Embed documents, with no instruction (unless the model was saved with one)."""
+        return self._encode_with(self.document_instruction, documents, options)
+
+    def _encode_with(self, instruction: str, texts: str | Sequence[Any], options: dict[str, Any]):
+        if isinstance(texts, str):
+            return self.encode([[instruction, texts]], **options)[0]
+        return self.encode([[instruction, t] if isinstance(t, str) else t for t in texts], **options)
+
+    # ----------------------------------------------------------------- checks
+    def check_bidirectional(self) -> dict[str, bool]:
+        """Cheap self-check: raises unless attention is as configured (two tiny forward passes)."""
+        return bidi.check_attention(
+            self.model, self.enable_bidirectional, pad_token_id=int(self.tokenizer.pad_token_id)
+        )
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights (adapters included) and the settings that shape vectors.
+
+        Stable across fp32/bf16 loads of the same weights: it hashes a strided
+        sample of every tensor rounded to bf16.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for key in ("pooling_mode", "enable_bidirectional", "include_special_tokens", "normalize"):
+                h.update(f"{key}={getattr(self, key)};".encode())
+            with torch.no_grad():
+                for name, param in sorted(self.model.named_parameters(), key=lambda kv: kv[0]):
+                    flat = param.detach().reshape(-1)
+                    stride = max(1, flat.numel() // 4096)
+                    sample = flat[::stride].to(torch.bfloat16).view(torch.int16).cpu().numpy()
+                    h.update(name.replace("base_model.model.", "").encode())
+                    h.update(str(tuple(param.shape)).encode())
+                    h.update(sample.tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    # ----------------------------------------------------------------- saving
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a self-contained directory that :meth:`from_pretrained` reloads to identical vectors."""
+        from .saving import save_encoder
+
+        return save_encoder(self, Path(path))
+
+    def __repr__(self) -> str:
+        return (
+            f"LLM2Vec(name={self.name!r}, dim={self.dim}, pooling_mode={self.pooling_mode!r}, "
+            f"bidirectional={self.enable_bidirectional}, max_length={self.max_length}, "
+            f"dtype={next(self.model.parameters()).dtype}, device={self.device})"
+        )
+
+
+def _load_base(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    """The bare transformer (no LM head) and its tokenizer, quiet about the head it drops."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+            try:
+                model = AutoModel.from_pretrained(resolved.source, dtype=dtype, attn_implementation="sdpa")
+            except ValueError as exc:
+                if "scaled_dot_product_attention" not in str(exc):
+                    raise
+                model = AutoModel.from_pretrained(resolved.source, dtype=dtype)
+        except OSError as exc:
+            if resolved.kind == "hub":
+                from .resolve import _alternatives
+
+                reason = str(exc).strip().splitlines()[0][:200]
+                raise ModelNotFoundError(
+                    f"cannot load {resolved.source!r} from the Hugging Face Hub ({reason}); "
+                    f"offline, use one of: {_alternatives()}"
+                ) from None
+            raise ModelLoadError(f"cannot load model from {resolved.source}: {exc}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model, tokenizer

@@ -1,0 +1,26 @@
+"""One base error for everything the toolkit reports to users.
+
+The CLI turns any ``LLM2VecError`` into a one-line message with a non-zero
+exit; other exceptions are bugs and keep their traceback.
+"""
+from __future__ import annotations
+
+
+class LLM2VecError(Exception):
+    """Base class: a problem the user can fix (bad input, missing model, ...)."""
+
+
+class ModelNotFoundError(LLM2VecError):
+    """A model name, path or Hub id that cannot be resolved to local weights."""
+
+
+class ModelLoadError(LLM2VecError):
+    """Weights, a GGUF file or an adapter that exist but cannot be read."""
+
+
+class UnsupportedModelError(LLM2VecError):
+    """A model family for which bidirectional attention is not known to work."""
+
+
+class BidirectionalCheckError(LLM2VecError):
+    """The self-check found the model still causal (or still bidirectional)."""
