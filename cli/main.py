@@ -16,9 +16,10 @@ def cli() -> None:
 
 def _register() -> None:
     from .embed import embed
+    from .eval import eval_group
     from .models import models
 
-    for command in (models, embed):
+    for command in (models, embed, eval_group):
         cli.add_command(command)
 
 

@@ -1,0 +1,162 @@
+"""The encoder on tiny random decoders: shapes, order, pooling over text tokens, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.errors import LLM2VecError
+from llm2vec_rag.runtime import resolve_dtype
+
+from conftest import CORPUS
+
+
+def cos(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_shapes_and_types(tiny_encoder):
+    dim = tiny_encoder.dim
+    assert dim == 64
+    assert tiny_encoder.encode(["a", "b c"]).shape == (2, dim)
+    assert tiny_encoder.encode("a single text").shape == (dim,)
+    assert tiny_encoder.encode([]).shape == (0, dim)
+    t = tiny_encoder.encode(["x"], convert_to_tensor=True)
+    assert isinstance(t, torch.Tensor) and t.shape == (1, dim)
+    assert tiny_encoder.encode(["x"]).dtype == np.float32
+
+
+def test_empty_string_gives_a_finite_vector(tiny_encoder):
+    v = tiny_encoder.encode("")
+    assert v.shape == (tiny_encoder.dim,) and np.isfinite(v).all() and np.abs(v).sum() > 0
+
+
+def test_non_string_is_type_error_naming_position(tiny_encoder):
+    with pytest.raises(TypeError, match="input 2 must be a string"):
+        tiny_encoder.encode(["ok", "fine", 3])
+
+
+def test_long_text_is_truncated_not_a_crash(tiny_encoder):
+    long = " ".join(CORPUS * 20)
+    v = tiny_encoder.encode([long, "short"])
+    assert np.isfinite(v).all()
+    # truncation: the long text equals its own first max_length tokens
+    ids = tiny_encoder.tokenizer(long, add_special_tokens=False)["input_ids"][: tiny_encoder.max_length]
+    head = tiny_encoder.tokenizer.decode(ids)
+    assert cos(v[0], tiny_encoder.encode(head)) > 0.9999
+
+
+def test_batches_are_sorted_but_output_keeps_input_order(tiny_encoder):
+    texts = CORPUS[:8] + ["tiny", "a much longer text about cells and proteins and rivers and the sea"]
+    together = tiny_encoder.encode(texts, batch_size=3)
+    for i, text in enumerate(texts):
+        assert cos(together[i], tiny_encoder.encode(text)) > 0.9999, i
+
+
+def test_left_padding_does_not_change_vectors(tiny_encoder):
+    short = "Cells"
+    alone = tiny_encoder.encode([short])[0]
+    padded = tiny_encoder.encode([short, CORPUS[0] + " " + CORPUS[1]], batch_size=2)[0]
+    assert np.allclose(alone, padded, atol=1e-4)
+
+
+def test_instruction_is_seen_but_not_pooled(tiny_encoder):
+    text = "Cells are the basic unit of life."
+    instr = "Given a claim, retrieve documents:"
+    with_instr = tiny_encoder.encode([[instr, text]])[0]
+    plain = tiny_encoder.encode([text])[0]
+    assert not np.allclose(with_instr, plain, atol=1e-4), "bidirectional text tokens must see the instruction"
+    # independent computation: run the joined sequence, average only the text tokens
+    tok = tiny_encoder.tokenizer
+    joined = instr + " " + text
+    enc = tok(joined, return_offsets_mapping=True)
+    start = len(instr) + 1
+    keep = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > start]
+    ids = torch.tensor([enc["input_ids"]])
+    with torch.inference_mode():
+        hidden = tiny_encoder.model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+    expected = hidden[keep].mean(0).float().numpy()
+    assert np.allclose(with_instr, expected, atol=1e-5)
+
+
+def test_encode_queries_uses_default_instruction_and_documents_none(tiny_encoder):
+    q = "what is a cell?"
+    assert np.allclose(tiny_encoder.encode_queries([q])[0],
+                       tiny_encoder.encode([[tiny_encoder.query_instruction, q]])[0], atol=1e-6)
+    assert np.allclose(tiny_encoder.encode_queries([q], instruction="Find:")[0],
+                       tiny_encoder.encode([["Find:", q]])[0], atol=1e-6)
+    assert np.allclose(tiny_encoder.encode_documents([q])[0], tiny_encoder.encode([q])[0], atol=1e-6)
+    assert tiny_encoder.encode_queries(q).shape == (tiny_encoder.dim,)
+    assert tiny_encoder.encode_documents(q, normalize_embeddings=True).shape == (tiny_encoder.dim,)
+
+
+def test_normalize(tiny_encoder):
+    v = tiny_encoder.encode(CORPUS[:3], normalize_embeddings=True)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_progress_bar_only_for_long_inputs(tiny_encoder, capsys):
+    tiny_encoder.encode(["a"] * 3)
+    assert "Encoding" not in capsys.readouterr().err
+    tiny_encoder.encode(["a"] * 3, show_progress_bar=True)
+    assert "Encoding" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["mean", "weighted_mean", "eos_token", "last_token", "bos_token"])
+def test_every_pooling_mode_runs_and_differs(tiny_model_dir, mode):
+    enc = LLM2Vec.from_pretrained(str(tiny_model_dir), pooling_mode=mode, dtype="float32")
+    v = enc.encode(CORPUS[:4])
+    assert v.shape == (4, 64) and np.isfinite(v).all()
+    assert not np.allclose(v[0], v[1])
+
+
+def test_bidirectional_flag_changes_vectors_and_self_check(tiny_model_dir):
+    bi = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32")
+    causal = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", enable_bidirectional=False)
+    assert bi.check_bidirectional() == {"batch1": True, "padded": True}
+    assert causal.check_bidirectional() == {"batch1": False, "padded": False}
+    assert not np.allclose(bi.encode(CORPUS[0]), causal.encode(CORPUS[0]), atol=1e-4)
+
+
+def test_families_load_and_encode(tiny_family_dirs):
+    for model_type, path in tiny_family_dirs.items():
+        enc = LLM2Vec.from_pretrained(str(path), dtype="float32")
+        assert enc.check_bidirectional()["padded"], model_type
+        assert enc.encode(["a b", "c"]).shape == (2, 64), model_type
+
+
+def test_bad_settings_are_clear_errors(tiny_model_dir, tiny_encoder):
+    with pytest.raises(LLM2VecError, match="unknown pooling_mode 'max'"):
+        LLM2Vec.from_pretrained(str(tiny_model_dir), pooling_mode="max")
+    with pytest.raises(LLM2VecError, match="unknown dtype"):
+        LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="int3")
+    with pytest.raises(LLM2VecError, match="batch_size"):
+        tiny_encoder.encode(["a"], batch_size=0)
+
+
+def test_dtype_auto_follows_cpu_bf16_support(monkeypatch):
+    from llm2vec_rag import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_bf16_vectors_track_fp32(tiny_model_dir):
+    fp32 = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32").encode(CORPUS[:4])
+    bf16 = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="bfloat16").encode(CORPUS[:4])
+    assert min(cos(a, b) for a, b in zip(fp32, bf16)) > 0.99
+
+
+def test_fingerprint_stable_and_sensitive(tiny_model_dir, tmp_path):
+    from conftest import write_tiny_model_dir
+
+    a = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32")
+    b = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="bfloat16")
+    other = LLM2Vec.from_pretrained(str(write_tiny_model_dir(tmp_path / "m", seed=1)), dtype="float32")
+    pooled = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", pooling_mode="last_token")
+    assert a.fingerprint() == b.fingerprint()
+    assert len({a.fingerprint(), other.fingerprint(), pooled.fingerprint()}) == 3

