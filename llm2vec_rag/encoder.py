@@ -182,24 +182,7 @@ class LLM2Vec:
         return out.numpy() if convert_to_numpy else out
 
     def _encode_batch(self, batch: list[Tokenized]) -> torch.Tensor:
-        width = max(len(t.ids) for t in batch)
-        ids = torch.full((len(batch), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        text_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, t in enumerate(batch):
-            n = len(t.ids)
-            ids[row, width - n :] = torch.tensor(t.ids, dtype=torch.long)
-            attention[row, width - n :] = 1
-            text_mask[row, width - n :] = torch.tensor(t.text_mask, dtype=torch.long)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        device = self.device
-        outputs = self.model(
-            input_ids=ids.to(device),
-            attention_mask=attention.to(device),
-            position_ids=positions.to(device),
-        )
-        hidden = outputs.last_hidden_state
-        return pool(hidden, text_mask.to(device), attention.to(device), self.pooling_mode)
+        return forward_batch(self.model, batch, int(self.tokenizer.pad_token_id), self.pooling_mode, self.device)
 
     def encode_queries(self, queries: str | Sequence[str], instruction: str | None = None, **options: Any):
         """Embed queries with an instruction (the model's default query instruction when None)."""
@@ -256,6 +239,39 @@ class LLM2Vec:
             f"bidirectional={self.enable_bidirectional}, max_length={self.max_length}, "
             f"dtype={next(self.model.parameters()).dtype}, device={self.device})"
         )
+
+
+def forward_batch(
+    model: torch.nn.Module,
+    batch: Sequence[Tokenized],
+    pad_token_id: int,
+    pooling_mode: PoolingMode = "mean",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Left-pad tokenized inputs, run ``model`` and pool: (batch, dim) float32, differentiable.
+
+    The one forward pass behind :meth:`LLM2Vec.encode` (which wraps it in
+    ``inference_mode``) and the training losses (which need its gradients).
+    """
+    width = max(len(t.ids) for t in batch)
+    ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    text_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, t in enumerate(batch):
+        n = len(t.ids)
+        ids[row, width - n :] = torch.tensor(t.ids, dtype=torch.long)
+        attention[row, width - n :] = 1
+        text_mask[row, width - n :] = torch.tensor(t.text_mask, dtype=torch.long)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    if device is None:
+        device = next(model.parameters()).device
+    outputs = model(
+        input_ids=ids.to(device),
+        attention_mask=attention.to(device),
+        position_ids=positions.to(device),
+    )
+    hidden = outputs.last_hidden_state
+    return pool(hidden, text_mask.to(device), attention.to(device), pooling_mode)
 
 
 def _load_base(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
