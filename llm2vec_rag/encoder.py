@@ -31,6 +31,28 @@ from .runtime import resolve_device, resolve_dtype
 
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
 PROGRESS_THRESHOLD = 512  # show_progress_bar=None shows a bar from this many inputs on
+TOKENS_PER_BATCH_SLOT = 256  # default token budget per batch = batch_size x this
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first, each batch's padded size (count x longest) within ``max_tokens``.
+
+    A text longer than the budget still gets a batch of its own.
+    """
+    if max_tokens < 1:
+        raise LLM2VecError(f"max_batch_tokens must be at least 1, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * longest > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 class LLM2Vec:
@@ -138,10 +160,15 @@ class LLM2Vec:
         normalize_embeddings: bool = False,
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
+        max_batch_tokens: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed strings or ``[instruction, text]`` pairs; a single string gives a 1-D vector.
 
         Texts longer than ``max_length`` tokens are truncated at the end.
+        Texts are sorted by length and packed into batches by a token budget
+        (``max_batch_tokens``, default ``batch_size`` × 256 padded tokens), so
+        short texts share big batches and long ones small: the budget, not the
+        count, bounds memory. Output keeps input order.
         """
         single = isinstance(sentences, str)
         items = [sentences] if single else list(sentences)
@@ -158,8 +185,8 @@ class LLM2Vec:
             include_special_tokens=self.include_special_tokens,
         )
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
-        order = sorted(range(len(items)), key=lambda i: -len(tokenized[i].ids))
-        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        budget = max_batch_tokens if max_batch_tokens is not None else batch_size * TOKENS_PER_BATCH_SLOT
+        batches = plan_batches([len(t.ids) for t in tokenized], budget)
         show = show_progress_bar if show_progress_bar is not None else len(items) >= PROGRESS_THRESHOLD
         progress = None
         if show:

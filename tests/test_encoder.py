@@ -160,3 +160,23 @@ def test_fingerprint_stable_and_sensitive(tiny_model_dir, tmp_path):
     pooled = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", pooling_mode="last_token")
     assert a.fingerprint() == b.fingerprint()
     assert len({a.fingerprint(), other.fingerprint(), pooled.fingerprint()}) == 3
+
+
+def test_plan_batches_packs_by_token_budget():
+    from llm2vec_rag.encoder import plan_batches
+
+    lengths = [10, 100, 12, 50, 11, 300]
+    batches = plan_batches(lengths, max_tokens=120)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches[0] == [5]  # longer than the budget: alone
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    assert len(plan_batches([5] * 100, max_tokens=100)) == 5  # 20 short texts share a batch
+
+
+def test_token_budget_does_not_change_vectors(tiny_encoder):
+    texts = CORPUS[:10] + ["x"]
+    a = tiny_encoder.encode(texts, max_batch_tokens=16)
+    b = tiny_encoder.encode(texts, max_batch_tokens=100000)
+    assert np.allclose(a, b, atol=1e-4)
