@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,53 @@ async def test_async_embedding_keeps_event_loop_responsive(tiny_encoder, monkeyp
     monkeypatch.undo()
     assert np.allclose(docs, emb.embed_documents(["a cell", "a wing"]), atol=1e-5)
     assert np.allclose(query, emb.embed_query("what is a cell?"), atol=1e-5)
+
+
+# ------------------------------------------------------------------ optional extras
+
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_core_imports_without_langchain_or_llama_index():
+    """Every core and CLI module imports with both frameworks blocked, and none pulls them in."""
+    code = BLOCK.format(blocked={"langchain_core", "langchain", "llama_index"}) + """
+import importlib, pkgutil
+skip = {"llm2vec_rag.integrations.langchain", "llm2vec_rag.integrations.llama_index"}
+names = []
+for pkg in ("llm2vec_rag", "llm2vec_rag.cli", "llm2vec_rag.integrations"):  # separate dirs (package-dir)
+    mod = importlib.import_module(pkg)
+    names += [m.name for m in pkgutil.walk_packages(mod.__path__, pkg + ".") if m.name not in skip]
+for name in names:
+    importlib.import_module(name)
+assert "llm2vec_rag.encoder" in names and "llm2vec_rag.cli.main" in names, names
+print("imported", len(names))
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "imported" in result.stdout
+
+
+def test_missing_langchain_names_the_extra():
+    code = BLOCK.format(blocked={"langchain_core"}) + """
+try:
+    import llm2vec_rag.integrations.langchain
+except ImportError as exc:
+    from llm2vec_rag.errors import LLM2VecError
+    assert isinstance(exc, LLM2VecError)
+    print("ERROR:", exc)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'pip install "llm2vec-rag[langchain]"' in result.stdout
+    assert "langchain-core is not installed" in result.stdout

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -135,3 +137,23 @@ def test_real_model_retrieves_the_relevant_node(smollm2, clean_settings):
     }
     for question, expected in questions.items():
         assert retriever.retrieve(question)[0].node.ref_doc_id == expected, question
+
+
+def test_missing_llama_index_names_the_extra():
+    """With llama_index blocked, importing the adapter fails with the pip extra to install."""
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "llama_index":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+try:
+    import llm2vec_rag.integrations.llama_index
+except ImportError as exc:
+    print("ERROR:", exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'pip install "llm2vec-rag[llama-index]"' in result.stdout
+    assert "llama-index-core is not installed" in result.stdout
