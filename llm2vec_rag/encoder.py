@@ -85,6 +85,7 @@ class LLM2Vec:
         self.name = name
         self.adapters = [str(a) for a in adapters]
         self._fingerprint: str | None = None
+        self.load_spec: dict[str, Any] | None = None  # set by from_pretrained
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -129,7 +130,7 @@ class LLM2Vec:
         def pick(value, key, default):
             return value if value is not None else saved.get(key, default)
 
-        return cls(
+        encoder = cls(
             base,
             tokenizer,
             pooling_mode=pick(pooling_mode, "pooling_mode", "mean"),
@@ -142,6 +143,15 @@ class LLM2Vec:
             name=saved.get("name", resolved.name),
             adapters=[*saved.get("adapter_names", []), *[str(a) for a in extra]],
         )
+        # what a worker process needs to load the same encoder (see parallel.py)
+        encoder.load_spec = {
+            "model": os.fspath(model) if not isinstance(model, str) else model,
+            "pooling_mode": encoder.pooling_mode, "max_length": encoder.max_length,
+            "enable_bidirectional": encoder.enable_bidirectional, "adapters": [str(a) for a in extra] or None,
+            "merge_adapters": merge_adapters, "query_instruction": encoder.query_instruction,
+            "document_instruction": encoder.document_instruction,
+        }
+        return encoder
 
     # ----------------------------------------------------------------- encoding
     @property
@@ -224,6 +234,27 @@ class LLM2Vec:
         if isinstance(texts, str):
             return self.encode([[instruction, texts]], **options)[0]
         return self.encode([[instruction, t] if isinstance(t, str) else t for t in texts], **options)
+
+    # ------------------------------------------------------- multi-process
+    def start_multi_process_pool(self, target_devices: Sequence[str] | None = None):
+        """One model per worker: every CUDA device by default, else two CPU workers."""
+        from .parallel import start_pool
+
+        return start_pool(self, target_devices)
+
+    def encode_multi_process(self, sentences: Sequence[Any], pool, chunk_size: int = 1000, **options: Any) -> np.ndarray:
+        """Like :meth:`encode`, spread over the workers of ``pool``; output in input order."""
+        from .parallel import encode_with_pool
+
+        if not sentences:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return encode_with_pool(pool, sentences, chunk_size=chunk_size, **options)
+
+    @staticmethod
+    def stop_multi_process_pool(pool) -> None:
+        from .parallel import stop_pool
+
+        stop_pool(pool)
 
     # ----------------------------------------------------------------- checks
     def check_bidirectional(self) -> dict[str, bool]:
