@@ -12,7 +12,8 @@ if [ -z "$PY" ]; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-pipq() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored" || true; }
+# pip's own exit status counts; only the noise about missing local index folders is filtered out
+pipq() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored" >&2); }
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     pipq "torch==2.13.0"
