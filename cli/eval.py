@@ -42,3 +42,8 @@ def retrieval(data_dir, model, adapters, pooling_mode, dtype, device, max_length
                f"{result['documents']} documents, model {result['model']}")
     for name in ("ndcg@10", "mrr@10", "recall@10", "recall@100"):
         click.echo(f"  {name:<11}{result[name]:.4f}")
+
+
+from .eval_sts import sts as _sts  # noqa: E402  (defined in its own module; registered here)
+
+eval_group.add_command(_sts)

@@ -17,9 +17,12 @@ def cli() -> None:
 def _register() -> None:
     from .embed import embed
     from .eval import eval_group
+    from .index import index
     from .models import models
+    from .search import search
+    from .train import train_group
 
-    for command in (models, embed, eval_group):
+    for command in (models, embed, index, search, eval_group, train_group):
         cli.add_command(command)
 
 

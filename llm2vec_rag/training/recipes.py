@@ -1,0 +1,248 @@
+"""The three LLM2Vec training recipes over the shared :class:`Trainer`.
+
+>>> from llm2vec_rag.training import MNTPConfig, train_mntp            # doctest: +SKIP
+>>> train_mntp(MNTPConfig(data="wiki.txt.gz", output_dir="runs/mntp", steps=200))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..encoder import DEFAULT_QUERY_INSTRUCTION, forward_batch
+from ..instructions import tokenize_all
+from .config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
+from .data import (
+    BatchOrder,
+    Pair,
+    TrainingDataError,
+    is_beir_folder,
+    pack_tokens,
+    read_pairs_beir,
+    read_pairs_jsonl,
+    read_texts,
+)
+from .losses import info_nce
+from .mntp import mask_tokens, mntp_loss, resolve_mask_token
+from .trainer import Trainer, TrainingModel, load_training_model, total_steps, use_bf16
+
+Log = Callable[[str], None]
+
+
+def _setup(config: TrainConfig) -> None:
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+
+def _data_id(path: str) -> dict[str, Any]:
+    p = Path(path).expanduser()
+    info: dict[str, Any] = {"path": str(path)}
+    if p.is_file() and p.stat().st_size < 512 * 2**20:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        info["sha256"] = h.hexdigest()[:16]
+    return info
+
+
+def encoder_view(tm: TrainingModel, pooling_mode: str = "mean", max_length: int = 512):
+    """An :class:`LLM2Vec` over the model being trained (shares its weights; puts it in eval mode)."""
+    from ..encoder import LLM2Vec
+
+    return LLM2Vec(tm.model, tm.tokenizer, pooling_mode=pooling_mode, max_length=max_length,
+                   enable_bidirectional=True, name=f"training:{tm.base_description.get('model')}")
+
+
+def make_evaluator(config: TrainConfig, tm: TrainingModel, pooling_mode: str = "mean",
+                   instruction: str | None = None) -> Callable[[], dict[str, float]] | None:
+    """Evaluation every ``eval_every`` steps on an STS folder (Spearman) or a BEIR folder (nDCG@10)."""
+    if not config.eval_data:
+        return None
+    bf16 = use_bf16(config, tm.device)
+    limit = config.eval_max_items or None
+    if is_beir_folder(config.eval_data):
+        from ..evaluation.retrieval import load_beir, run_retrieval_eval
+
+        beir = load_beir(config.eval_data, split=config.eval_split, max_docs=limit)
+
+        def evaluate() -> dict[str, float]:
+            with torch.autocast(tm.device.type, dtype=torch.bfloat16, enabled=bf16):
+                r = run_retrieval_eval(encoder_view(tm, pooling_mode), beir, instruction=instruction,
+                                       show_progress=False, use_cache=False)
+            return {f"{beir.name}_{beir.split}_ndcg@10": r["ndcg@10"]}
+
+        return evaluate
+    from ..evaluation.sts import evaluate_sts, limit_pairs, load_sts
+
+    sts = load_sts(config.eval_data, split=config.eval_split)
+    if limit:
+        sts = limit_pairs(sts, limit)
+
+    def evaluate() -> dict[str, float]:
+        with torch.autocast(tm.device.type, dtype=torch.bfloat16, enabled=bf16):
+            r = evaluate_sts(encoder_view(tm, pooling_mode), sts)
+        return {f"{sts.name}_{sts.split}_spearman": r["spearman"]}
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- MNTP
+def train_mntp(config: MNTPConfig, log: Log | None = None) -> dict[str, Any]:
+    """Masked next-token prediction with LoRA on a text corpus; returns the adapter card."""
+    _setup(config)
+    log = log or (lambda m: None)
+    texts = read_texts(config.data, unit="line")
+    tm = load_training_model(config, with_lm_head=True)
+    tok = tm.tokenizer
+    mask_token, mask_id = resolve_mask_token(tok, config.mask_token or None)
+    blocks = pack_tokens(tok, texts, config.max_length)
+    log(f"MNTP: {len(texts)} texts -> {len(blocks)} blocks of {config.max_length} tokens; mask token {mask_token!r}")
+    order = BatchOrder(len(blocks), config.batch_size, config.seed)
+    special = set(tok.all_special_ids)
+    assert tm.lm_head is not None
+    vocab = int(tm.lm_head.weight.shape[0])
+    device = tm.device
+
+    def step_loss(micro: int) -> torch.Tensor:
+        ids = torch.from_numpy(blocks[order.batch(micro)])
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + micro)
+        masked, labels = mask_tokens(ids, mask_id, special, vocab, config.mask_probability, gen)
+        attention = torch.ones_like(masked)
+        out = tm.model(input_ids=masked.to(device), attention_mask=attention.to(device))
+        return mntp_loss(out.last_hidden_state, labels.to(device), tm.lm_head)
+
+    steps = total_steps(config, len(blocks), config.batch_size)
+    summary = {**_data_id(config.data), "texts": len(texts), "blocks": len(blocks), "block_tokens": config.max_length,
+               "mask_token": mask_token, "mask_probability": config.mask_probability}
+    trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
+                      make_evaluator(config, tm), log)
+    return trainer.train()
+
+
+# --------------------------------------------------------------------------- SimCSE
+def train_simcse(config: SimCSEConfig, log: Log | None = None) -> dict[str, Any]:
+    """Unsupervised SimCSE with LoRA: two dropout views per text, in-batch negatives."""
+    _setup(config)
+    log = log or (lambda m: None)
+    texts = list(dict.fromkeys(read_texts(config.data, unit=config.unit, min_words=config.min_words)))
+    tm = load_training_model(config, attention_dropout=config.attention_dropout)
+    log(f"SimCSE: {len(texts)} distinct texts; attention dropout {config.attention_dropout}")
+    order = BatchOrder(len(texts), config.batch_size, config.seed)
+    pad = int(tm.tokenizer.pad_token_id)
+
+    def step_loss(micro: int) -> torch.Tensor:
+        items = [texts[i] for i in order.batch(micro)]
+        tokens = tokenize_all(tm.tokenizer, items, config.max_length)
+        vectors = forward_batch(tm.model, tokens + tokens, pad, config.pooling_mode, tm.device)
+        n = len(items)
+        return info_nce(vectors[:n], vectors[n:], scale=config.scale)
+
+    steps = total_steps(config, len(texts), config.batch_size)
+    summary = {**_data_id(config.data), "texts": len(texts), "unit": config.unit}
+    trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
+                      make_evaluator(config, tm, config.pooling_mode), log)
+    return trainer.train()
+
+
+# --------------------------------------------------------------------------- supervised
+def _instruction_for(config: SupervisedConfig) -> str:
+    from ..evaluation.retrieval import DATASET_INSTRUCTIONS
+
+    if config.instruction.strip().lower() == "none":
+        return ""
+    if config.instruction:
+        return config.instruction
+    name = Path(config.data).expanduser().resolve().name.lower()
+    return DATASET_INSTRUCTIONS.get(name, DEFAULT_QUERY_INSTRUCTION)
+
+
+def mine_negatives(tm: TrainingModel, pairs: list[Pair], corpus: dict[str, str], instruction: str, k: int,
+                   skip: int, pooling_mode: str, max_length: int, bf16: bool, show_progress: bool) -> int:
+    """Give each pair ``k`` hard negatives: the corpus documents the current model ranks highest for
+    its query, after skipping the ``skip`` best non-positives. Returns how many negatives were added."""
+    encoder = encoder_view(tm, pooling_mode, max_length)
+    ids = list(corpus)
+    positives: dict[str, set[str]] = {}
+    for p in pairs:
+        positives.setdefault(p.query, set()).add(p.positive_id)
+    queries = list(positives)
+    with torch.autocast(tm.device.type, dtype=torch.bfloat16, enabled=bf16):
+        docs = encoder.encode_documents([corpus[i] for i in ids], show_progress_bar=show_progress,
+                                        normalize_embeddings=True)
+        qv = encoder.encode_queries(queries, instruction=instruction, show_progress_bar=show_progress,
+                                    normalize_embeddings=True)
+    tm.model.train()
+    want = k + skip + max(len(v) for v in positives.values())
+    scores = np.asarray(qv) @ np.asarray(docs).T
+    top = np.argsort(-scores, axis=1)[:, : min(want, len(ids))]
+    mined: dict[str, list[str]] = {}
+    for q, row in zip(queries, top):
+        found = [ids[j] for j in row if ids[j] not in positives[q]]
+        mined[q] = found[skip : skip + k]
+    added = 0
+    for p in pairs:
+        extra = [corpus[d] for d in mined[p.query]]
+        p.negatives = [*p.negatives, *extra]
+        added += len(extra)
+    return added
+
+
+def train_supervised(config: SupervisedConfig, log: Log | None = None) -> dict[str, Any]:
+    """Contrastive LoRA training on (query, positive, hard negatives) with in-batch negatives."""
+    _setup(config)
+    log = log or (lambda m: None)
+    corpus: dict[str, str] | None = None
+    beir = is_beir_folder(config.data)
+    if beir:
+        pairs, corpus = read_pairs_beir(config.data, config.split)
+    elif Path(config.data).expanduser().is_dir():
+        raise TrainingDataError(f"{config.data} is a folder but not BEIR (corpus.jsonl + queries.jsonl + qrels/)")
+    else:
+        pairs = read_pairs_jsonl(config.data)
+    instruction = _instruction_for(config)
+    tm = load_training_model(config)
+    if config.mine_negatives:
+        if corpus is None:  # the pool of documents the file itself names
+            texts = list(dict.fromkeys([t for p in pairs for t in (p.positive, *p.negatives)]))
+            corpus = {t: t for t in texts}
+        added = mine_negatives(tm, pairs, corpus, instruction, config.mine_negatives, config.mine_skip,
+                               config.pooling_mode, config.max_length, use_bf16(config, tm.device),
+                               not config.quiet)
+        log(f"mined {added} hard negatives over {len(corpus)} documents")
+    with_negs = sum(1 for p in pairs if p.negatives)
+    log(f"supervised: {len(pairs)} pairs ({with_negs} with hard negatives); instruction {instruction!r}")
+    order = BatchOrder(len(pairs), config.batch_size, config.seed, groups=[p.positive_id for p in pairs])
+    pad = int(tm.tokenizer.pad_token_id)
+
+    def step_loss(micro: int) -> torch.Tensor:
+        batch = [pairs[i] for i in order.batch(micro)]
+        rng = np.random.default_rng([config.seed, micro])
+        in_batch = {p.positive for p in batch}
+        negatives: list[str] = []
+        for p in batch:
+            pool = [n for n in p.negatives if n not in in_batch]
+            if pool and config.negatives_per_query:
+                take = min(config.negatives_per_query, len(pool))
+                negatives.extend(pool[j] for j in rng.choice(len(pool), size=take, replace=False))
+        queries = tokenize_all(tm.tokenizer, [[instruction, p.query] for p in batch], config.max_length)
+        docs = tokenize_all(tm.tokenizer, [p.positive for p in batch] + negatives, config.max_length)
+        q = forward_batch(tm.model, queries, pad, config.pooling_mode, tm.device)
+        d = forward_batch(tm.model, docs, pad, config.pooling_mode, tm.device)
+        return info_nce(q, d[: len(batch)], d[len(batch):], scale=config.scale)
+
+    steps = total_steps(config, order.per_epoch * config.batch_size, config.batch_size)
+    summary = {**_data_id(config.data), "pairs": len(pairs), "with_hard_negatives": with_negs,
+               "instruction": instruction, "split": config.split if beir else None,
+               "mined_negatives_per_query": config.mine_negatives}
+    trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
+                      make_evaluator(config, tm, config.pooling_mode, instruction or None), log)
+    return trainer.train()
+
+
+__all__ = ["train_mntp", "train_simcse", "train_supervised", "mine_negatives", "encoder_view", "make_evaluator"]
