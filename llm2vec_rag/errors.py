@@ -24,3 +24,19 @@ class UnsupportedModelError(LLM2VecError):
 
 class BidirectionalCheckError(LLM2VecError):
     """The self-check found the model still causal (or still bidirectional)."""
+
+
+class IndexNotFoundError(LLM2VecError):
+    """No index at the given directory (run ``llm2vec-rag index FOLDER`` first)."""
+
+
+class IndexFormatError(LLM2VecError):
+    """An index directory that is corrupt, or written by a newer llm2vec-rag."""
+
+
+class IndexLockedError(LLM2VecError):
+    """Another process is writing to the same index."""
+
+
+class IndexModelMismatchError(LLM2VecError):
+    """An index opened with a different model (or dimension) than the one that built it."""

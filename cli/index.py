@@ -1,0 +1,62 @@
+"""``llm2vec-rag index FOLDER``: embed a folder of documents into a searchable index, incrementally."""
+from __future__ import annotations
+
+import json
+
+import click
+from click.core import ParameterSource
+
+from .common import json_option, model_options, quiet_option
+
+index_dir_option = click.option(
+    "--index", "index_dir", default=".llm2vec-rag", show_default=True, type=click.Path(),
+    help="Index directory.")
+
+
+@click.command()
+@click.argument("folder", type=click.Path())
+@index_dir_option
+@model_options
+@click.option("--index-type", default=None,
+              help="flat (exact, default), hnsw, ivf-pq, sq8 or a FAISS factory string; changing it rebuilds FAISS "
+                   "from the stored vectors.")
+@click.option("--chunk-tokens", type=int, default=256, show_default=True, help="Chunk size in model tokens.")
+@click.option("--overlap", type=int, default=32, show_default=True, help="Tokens of whole sentences repeated.")
+@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files or folders matching this glob (repeatable).")
+@click.option("--ext", "extensions", multiple=True,
+              help="File extensions to read (repeatable or comma-separated; default: text, docs, PDF, source).")
+@click.option("--max-file-mb", type=float, default=20.0, show_default=True, help="Skip larger files.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--instruction", default=None, help="Query instruction to record for search (default: the model's).")
+@click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
+@click.option("--no-gitignore", is_flag=True, help="Ignore .gitignore rules.")
+@click.option("--rebuild", is_flag=True, help="Start the index over (needed to switch models).")
+@json_option
+@quiet_option
+def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, index_type, chunk_tokens,
+          overlap, include, exclude, extensions, max_file_mb, batch_size, instruction, hidden, no_gitignore,
+          rebuild, as_json, quiet) -> None:
+    """Index FOLDER (or one file) into --index; re-runs embed only new or changed files."""
+    from llm2vec_rag.errors import LLM2VecError
+    from llm2vec_rag.index import Index
+
+    if max_file_mb <= 0:
+        raise LLM2VecError(f"--max-file-mb must be positive, got {max_file_mb}")
+    ctx = click.get_current_context()
+    explicit = ctx.get_parameter_source("model") != ParameterSource.DEFAULT or adapters
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    idx = Index.open(index_dir, model=model if explicit else None, adapters=adapters, index_type=index_type,
+                     query_instruction=instruction, rebuild=rebuild, log=log, pooling_mode=pooling_mode,
+                     dtype=dtype, device=device, max_length=max_length)
+    try:
+        report = idx.update(folder, include=include, exclude=exclude, extensions=list(extensions) or None,
+                            max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap,
+                            batch_size=batch_size, progress=not quiet, hidden=hidden, gitignore=not no_gitignore)
+        stats = idx.stats()
+    finally:
+        idx.close()
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "index": stats}))
+    else:
+        click.echo(f"{index_dir}: {report.summary()}")

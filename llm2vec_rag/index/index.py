@@ -1,0 +1,611 @@
+"""The ``Index`` class: a FAISS index plus SQLite metadata in one directory.
+
+Layout of an index directory (default ``./.llm2vec-rag``)::
+
+    meta.sqlite        settings, files, chunks and their vectors (the source of truth)
+    vectors-<g>.faiss  the FAISS snapshot of generation g (rebuilt from SQLite when stale)
+    write.lock         held (flock) by the one process allowed to write
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
+from . import store
+from .faults import crash_point
+from .lock import WriteLock
+from .meta import FORMAT_VERSION, META_FILE, MetaStore
+from .model import encoder_record, load_encoder
+from .records import Hit, Record, record_from_row, stable_id
+
+DEFAULT_INDEX_DIR = ".llm2vec-rag"
+Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class ChunkRow:
+    """A chunk on its way into the index (internal)."""
+
+    __slots__ = ("doc_id", "file", "source", "chunk", "text", "heading", "page", "start", "end", "metadata", "vector")
+
+    def __init__(self, doc_id: str, text: str, vector: np.ndarray, file: str | None = None, source: str = "",
+                 chunk: int = 0, heading: str = "", page: int | None = None, start: int = 0, end: int = 0,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.doc_id, self.text, self.vector, self.file, self.source = doc_id, text, vector, file, source
+        self.chunk, self.heading, self.page, self.start, self.end = chunk, heading, page, start, end
+        self.metadata = metadata or {}
+
+
+class Index:
+    """A searchable index of text chunks, embedded with one LLM2Vec encoder.
+
+    Build and search::
+
+        from llm2vec_rag import Index
+        index = Index.build("docs/", path=".llm2vec-rag")       # embeds with smollm2-135m
+        for hit in index.search("how do I fine-tune?", k=5):
+            print(hit.score, hit.source, hit.heading, hit.text[:80])
+        index.close()
+
+    Open later (the recorded model is loaded on first ``search``)::
+
+        index = Index.load(".llm2vec-rag")
+
+    Vector-store style API (used by the LangChain / LlamaIndex stores):
+
+    * ``add_texts(texts, metadatas=None, ids=None) -> list[str]``: embed and store
+      (an existing id is replaced); ids are strings, FAISS ids are int64 derived from them;
+    * ``delete(ids) -> int``, ``get_by_ids(ids) -> list[Record]``, ``get_vectors(ids) -> ndarray``;
+    * ``search(query, k=10, where=None, instruction=None) -> list[Hit]`` and
+      ``search_by_vector(vector, k=10, where=None) -> list[Hit]``; ``len(index)``.
+
+    ``where`` filters before ranking: a path glob (``"*.md"``, ``"guide/*"``, a folder
+    prefix), a dict of equalities on ``source``/``chunk``/``heading``/``page``/``id`` or
+    metadata keys (a list value means "any of"), or a callable on the metadata dict.
+    ``Hit``/``Record`` carry ``id, text, source, chunk, heading, page, start, end,
+    metadata`` (``Hit`` adds ``score``, cosine similarity, and ``rank``).
+
+    Writes (``add_texts``, ``delete``, ``update``) are committed to SQLite at once
+    and reach the FAISS file on ``save()`` or ``close()``; one process writes at a time.
+    """
+
+    def __init__(self, path: Path, meta: MetaStore, encoder: Any = None, lock: WriteLock | None = None,
+                 log: Callable[[str], None] | None = None, encoder_options: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self._encoder = encoder
+        self._lock = lock
+        self._log = log or (lambda message: print(message, file=sys.stderr))
+        self._encoder_options = dict(encoder_options or {})
+        self._faiss: Any = None
+        self._factory = ""
+        self._dirty = False
+        self._needs_rebuild = False
+        self.info = meta.info()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | os.PathLike[str] = DEFAULT_INDEX_DIR, encoder: Any = None, *,
+               model: str | None = None, adapters: Sequence[str] = (), index_type: str = "flat",
+               query_instruction: str | None = None, overwrite: bool = False,
+               log: Callable[[str], None] | None = None, **encoder_options: Any) -> Index:
+        """A new, empty, writable index (``overwrite`` replaces an existing one)."""
+        folder = Path(path).expanduser()
+        if (folder / META_FILE).exists() and not overwrite:
+            raise LLM2VecError(f"an index already exists at {folder}; use Index.load or overwrite=True")
+        return cls.open(folder, encoder, model=model, adapters=adapters, index_type=index_type,
+                        query_instruction=query_instruction, rebuild=True, log=log, **encoder_options)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] = DEFAULT_INDEX_DIR, encoder: Any = None, *, writable: bool = False,
+             log: Callable[[str], None] | None = None, **encoder_options: Any) -> Index:
+        """An existing index; the recorded model is loaded when a search needs it (unless ``encoder``)."""
+        folder = Path(path).expanduser()
+        if not (folder / META_FILE).is_file():
+            hint = "run `llm2vec-rag index FOLDER` first" if folder.name == DEFAULT_INDEX_DIR else \
+                f"run `llm2vec-rag index FOLDER --index {path}` first"
+            raise IndexNotFoundError(f"no index at {folder}: {hint}")
+        lock = None
+        if writable:
+            lock = WriteLock(folder)
+            lock.acquire()
+        try:
+            index = cls(folder, MetaStore(folder / META_FILE), None, lock, log, encoder_options)
+            if encoder is not None:
+                index._check_encoder(encoder)
+                index._encoder = encoder
+        except BaseException:
+            if lock:
+                lock.release()
+            raise
+        return index
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = DEFAULT_INDEX_DIR, encoder: Any = None, *, model: str | None = None,
+             adapters: Sequence[str] = (), index_type: str | None = None, query_instruction: str | None = None,
+             rebuild: bool = False, log: Callable[[str], None] | None = None, **encoder_options: Any) -> Index:
+        """Open for writing, creating the index when missing; takes the write lock before loading a model.
+
+        With neither ``encoder`` nor ``model``, an existing index reloads the model it recorded;
+        a different model is an error unless ``rebuild`` (which starts the index over).
+        """
+        folder = Path(path).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise LLM2VecError(f"--index {folder} is a file, not a directory")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = WriteLock(folder)
+        lock.acquire()
+        try:
+            exists = (folder / META_FILE).is_file()
+            if exists and not rebuild:
+                meta = MetaStore(folder / META_FILE)
+                index = cls(folder, meta, None, lock, log, encoder_options)
+                if encoder is None:
+                    if model is None:
+                        encoder = index.encoder
+                    else:
+                        encoder = load_encoder(model, adapters, **_load_options(encoder_options))
+                index._check_encoder(encoder)
+                index._encoder = encoder
+                if index_type is not None and index_type != index.info.get("index_type"):
+                    store.validate_index_type(index_type, int(index.info["dim"]))
+                    index._log(f"note: changing the index type from {index.info.get('index_type')} to "
+                               f"{index_type}: rebuilding FAISS from the stored vectors (no re-embedding)")
+                    with meta.transaction() as conn:
+                        meta.set_info({"index_type": index_type}, conn)
+                    index.info = meta.info()
+                    index._needs_rebuild = True
+                    index._dirty = True
+                if query_instruction is not None and query_instruction != index.info.get("query_instruction"):
+                    with meta.transaction() as conn:
+                        meta.set_info({"query_instruction": query_instruction}, conn)
+                    index.info = meta.info()
+                return index
+            if rebuild:
+                _wipe(folder)
+            kind = index_type or "flat"
+            if encoder is None:
+                encoder = load_encoder(model or _default_model(), adapters, **_load_options(encoder_options))
+            store.validate_index_type(kind, int(encoder.dim))
+            meta = MetaStore(folder / META_FILE, create=True)
+            record = encoder_record(encoder, model, adapters)
+            if query_instruction is not None:
+                record["query_instruction"] = query_instruction
+            with meta.transaction() as conn:
+                meta.set_info({**record, "format": FORMAT_VERSION, "index_type": kind, "created_at": time.time(),
+                               "rows_version": 0, "faiss_generation": 0, "faiss_rows_version": -1}, conn)
+            index = cls(folder, meta, encoder, lock, log, encoder_options)
+            index._dirty = True
+            return index
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def build(cls, folder: str | os.PathLike[str], path: str | os.PathLike[str] = DEFAULT_INDEX_DIR,
+              encoder: Any = None, **options: Any) -> Index:
+        """Open (or create) the index at ``path``, bring it up to date with ``folder``, save; returns it.
+
+        ``options`` go to :meth:`open` (model, index_type, rebuild, ...) and :meth:`update`
+        (include, exclude, chunk_tokens, overlap, ...); the report is ``index.last_report``.
+        """
+        from .sync import UPDATE_OPTIONS
+
+        update_options = {k: options.pop(k) for k in list(options) if k in UPDATE_OPTIONS}
+        index = cls.open(path, encoder, **options)
+        try:
+            index.update(folder, **update_options)
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def encoder(self) -> Any:
+        """The encoder, loading the one recorded in the index on first use."""
+        if self._encoder is None:
+            args = dict(self.info.get("model_args") or {"model": self.info.get("model")})
+            try:
+                encoder = load_encoder(args.pop("model"), args.pop("adapters", ()),
+                                       **{**args, **_load_options(self._encoder_options)})
+            except LLM2VecError as exc:
+                raise LLM2VecError(f"cannot load the model this index was built with: {exc}") from None
+            self._check_encoder(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        return int(self.info["dim"])
+
+    @property
+    def index_type(self) -> str:
+        return str(self.info.get("index_type", "flat"))
+
+    @property
+    def query_instruction(self) -> str:
+        return str(self.info.get("query_instruction", ""))
+
+    @property
+    def writable(self) -> bool:
+        return self._lock is not None and self._lock.held
+
+    def __len__(self) -> int:
+        return self.meta.count()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Index(path={str(self.path)!r}, chunks={len(self)}, model={self.info.get('model')!r}, "
+                f"type={self.index_type!r})")
+
+    def _check_encoder(self, encoder: Any) -> None:
+        want_fp, want_dim = self.info.get("fingerprint"), int(self.info.get("dim", 0))
+        got_fp, got_dim = str(encoder.fingerprint()), int(encoder.dim)
+        if got_fp != want_fp or got_dim != want_dim:
+            raise IndexModelMismatchError(
+                f"the index at {self.path} was built with model {self.info.get('model')!r} "
+                f"(fingerprint {want_fp}, dim {want_dim}), not {getattr(encoder, 'name', '?')!r} "
+                f"(fingerprint {got_fp}, dim {got_dim}); use that model, or --rebuild to start over"
+            )
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise LLM2VecError(f"the index at {self.path} was opened read-only; use Index.load(..., writable=True)")
+
+    # ------------------------------------------------------------------ FAISS
+    def _faiss_index(self) -> Any:
+        if self._faiss is not None and not self._needs_rebuild:
+            return self._faiss
+        if self._faiss is None and not self._needs_rebuild:
+            self._faiss = self._load_faiss()
+        if self._faiss is None or self._needs_rebuild:
+            self._rebuild_faiss()
+        return self._faiss
+
+    def _load_faiss(self) -> Any:
+        """The FAISS snapshot when it matches SQLite; None (rebuild) when it is missing or stale."""
+        info = self.meta.info()
+        self.info = info
+        generation = int(info.get("faiss_generation", 0))
+        path = self.path / f"vectors-{generation}.faiss"
+        count = self.meta.count()
+        if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
+            try:
+                index = store.read_index(path)
+            except Exception as exc:
+                self._log(f"warning: {path.name} is unreadable ({str(exc).splitlines()[0][:80]}); "
+                          "rebuilding it from the stored vectors")
+                return None
+            if index.ntotal == count and index.d == self.dim:
+                self._factory = str(info.get("faiss_factory", ""))
+                return store.to_gpu(index) if not self.writable else index
+        if count or generation:
+            self._log("note: the FAISS file does not match the metadata (an interrupted run?): "
+                      "rebuilding it from the stored vectors")
+            self._dirty = True
+        return None
+
+    def _rebuild_faiss(self) -> None:
+        n = self.meta.count()
+        factory = store.factory_string(self.index_type, self.dim, n)
+        index, self._factory = store.build_index(
+            factory, self.dim, lambda: self.meta.iter_vectors(self.dim), n,
+            lambda m: self.meta.sample_vectors(m, self.dim), log=self._log,
+        )
+        self._faiss = store.to_gpu(index) if not self.writable else index
+        self._needs_rebuild = False
+
+    def _should_retrain(self) -> bool:
+        if self._factory != "Flat" or self.index_type == "flat":
+            return False
+        n = self.meta.count()
+        target = store.factory_string(self.index_type, self.dim, n)
+        return target != "Flat" and n >= store.min_training_points(target) > 0
+
+    def save(self) -> None:
+        """Write the FAISS snapshot (new generation, atomic) and record it in SQLite."""
+        if not self._dirty and not self._needs_rebuild:
+            return
+        self._require_writable()
+        index = self._faiss_index()
+        if self._should_retrain():
+            self._log(f"note: {len(self)} vectors: training the {self.index_type} index now")
+            self._rebuild_faiss()
+            index = self._faiss
+        info = self.meta.info()
+        generation = int(info.get("faiss_generation", 0)) + 1
+        target = self.path / f"vectors-{generation}.faiss"
+        store.write_atomic(index, target, before_rename=lambda: crash_point("faiss-tmp"))
+        crash_point("faiss-renamed")
+        with self.meta.transaction() as conn:
+            rows_version = json.loads(conn.execute("SELECT value FROM info WHERE key='rows_version'").fetchone()[0])
+            self.meta.set_info({"faiss_generation": generation, "faiss_rows_version": rows_version,
+                                "faiss_factory": self._factory}, conn)
+        crash_point("generation")
+        self.info = self.meta.info()
+        for old in self.path.glob("vectors-*.faiss*"):
+            if old != target:
+                old.unlink(missing_ok=True)
+        self._dirty = False
+
+    def close(self) -> None:
+        """Save pending changes (when writable) and release the write lock."""
+        try:
+            if self.writable and (self._dirty or self._needs_rebuild):
+                self.save()
+        finally:
+            self.meta.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    # ------------------------------------------------------------------ writing
+    def _commit(self, rows: Sequence[ChunkRow] = (), remove_doc_ids: Sequence[str] = (),
+                remove_files: Sequence[str] = (), file_rows: Sequence[dict[str, Any]] = ()) -> tuple[int, int]:
+        """One SQLite transaction for all of it, then the same change on the in-memory FAISS index.
+
+        Returns (chunks added, chunks removed).
+        """
+        self._require_writable()
+        index = self._faiss_index()
+        removed: list[int] = []
+        crash_point("embedded")
+        try:
+            with self.meta.transaction() as conn:
+                for path in remove_files:
+                    removed += self.meta.ids_for_file(conn, path)
+                    conn.execute("DELETE FROM chunks WHERE file = ?", (path,))
+                    conn.execute("DELETE FROM files WHERE path = ?", (path,))
+                for part in _parts(list(remove_doc_ids)):
+                    q = ",".join("?" * len(part))
+                    removed += [r[0] for r in conn.execute(f"SELECT id FROM chunks WHERE doc_id IN ({q})", part)]
+                    conn.execute(f"DELETE FROM chunks WHERE doc_id IN ({q})", part)
+                for f in file_rows:
+                    removed += self.meta.ids_for_file(conn, f["path"])
+                    conn.execute("DELETE FROM chunks WHERE file = ?", (f["path"],))
+                    conn.execute(
+                        "INSERT INTO files(path, root, rel, size, mtime_ns, content_hash, settings, chunks, indexed_at)"
+                        " VALUES (:path, :root, :rel, :size, :mtime_ns, :content_hash, :settings, :chunks, :indexed_at)"
+                        " ON CONFLICT(path) DO UPDATE SET root=excluded.root, rel=excluded.rel, size=excluded.size,"
+                        " mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, settings=excluded.settings,"
+                        " chunks=excluded.chunks, indexed_at=excluded.indexed_at", f)
+                conn.executemany(
+                    "INSERT INTO chunks(id, doc_id, file, source, chunk, text, heading, page, start_char, end_char,"
+                    " metadata, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(stable_id(r.doc_id), r.doc_id, r.file, r.source, int(r.chunk), r.text, r.heading, r.page,
+                      int(r.start), int(r.end), json.dumps(r.metadata, default=str),
+                      np.asarray(r.vector, dtype="<f4").tobytes()) for r in rows],
+                )
+                if rows or removed or remove_files:
+                    self.meta.bump_rows_version(conn)
+        except sqlite3.IntegrityError as exc:
+            raise LLM2VecError(f"cannot store chunks: {exc} (duplicate id in one call?)") from None
+        crash_point("committed")
+        if removed and not self._needs_rebuild and not store.remove_ids(index, removed):
+            self._needs_rebuild = True
+        if rows and not self._needs_rebuild:
+            ids = np.fromiter((stable_id(r.doc_id) for r in rows), dtype=np.int64, count=len(rows))
+            index.add_with_ids(_normalise(np.stack([r.vector for r in rows])), ids)
+        self._dirty = True
+        return len(rows), len(removed)
+
+    def _embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        vectors = self.encoder.encode_documents(list(texts), batch_size=batch_size, show_progress_bar=False,
+                                                normalize_embeddings=True)
+        vectors = _normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
+        if vectors.shape[1] != self.dim:
+            raise IndexModelMismatchError(f"the encoder gives {vectors.shape[1]}-d vectors, the index holds {self.dim}-d")
+        return vectors
+
+    def add_texts(self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any]] | None = None,
+                  ids: Sequence[str] | None = None, batch_size: int = 32) -> list[str]:
+        """Embed and store ``texts``; returns their string ids (new uuids when ``ids`` is None)."""
+        texts = [str(t) for t in texts]
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise LLM2VecError(f"{len(metadatas)} metadatas for {len(texts)} texts")
+        if ids is not None and len(ids) != len(texts):
+            raise LLM2VecError(f"{len(ids)} ids for {len(texts)} texts")
+        doc_ids = [str(i) for i in ids] if ids is not None else [uuid.uuid4().hex for _ in texts]
+        if len(set(doc_ids)) != len(doc_ids):
+            raise LLM2VecError("duplicate ids in one add_texts call")
+        if not texts:
+            return []
+        self._require_writable()
+        for s in range(0, len(texts), 1024):
+            part = slice(s, s + 1024)
+            vectors = self._embed_documents(texts[part], batch_size)
+            rows = []
+            for j, (doc_id, text, vector) in enumerate(zip(doc_ids[part], texts[part], vectors)):
+                meta = dict(metadatas[s + j]) if metadatas is not None else {}
+                rows.append(ChunkRow(doc_id, text, vector, source=str(meta.get("source", "")),
+                                     chunk=_as_int(meta.get("chunk", 0)), heading=str(meta.get("heading", "") or ""),
+                                     page=_as_int(meta["page"]) if meta.get("page") is not None else None,
+                                     start=0, end=len(text), metadata=meta))
+            self._commit(rows, remove_doc_ids=[r.doc_id for r in rows])
+        return doc_ids
+
+    add = add_texts
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the chunks with these string ids; returns how many existed."""
+        found = self.meta.ids_for_doc_ids([str(i) for i in ids])
+        if not found:
+            return 0
+        _, removed = self._commit(remove_doc_ids=list(found))
+        return removed
+
+    def update(self, folder: str | os.PathLike[str], **options: Any):
+        """Bring the index up to date with ``folder``: embed new/changed files, drop deleted ones, save.
+
+        See :func:`llm2vec_rag.index.sync.sync_folder` for the options; returns a ``SyncReport``.
+        """
+        from .sync import sync_folder
+
+        self.last_report = sync_folder(self, folder, **options)
+        return self.last_report
+
+    # ------------------------------------------------------------------ reading
+    def get_by_ids(self, ids: Sequence[str]) -> list[Record]:
+        """Records in the order asked for; unknown ids are left out."""
+        found = self.meta.ids_for_doc_ids([str(i) for i in ids])
+        rows = self.meta.rows_by_ids(list(found.values()))
+        return [record_from_row(rows[found[i]]) for i in map(str, ids) if i in found and found[i] in rows]
+
+    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored (normalised) vectors of these ids, one row each, in order."""
+        found = self.meta.ids_for_doc_ids([str(i) for i in ids])
+        missing = [str(i) for i in ids if str(i) not in found]
+        if missing:
+            raise LLM2VecError(f"no chunk with id {missing[0]!r} in the index")
+        vectors = self.meta.vectors_by_ids(list(found.values()), self.dim)
+        if not ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([vectors[found[str(i)]] for i in ids])
+
+    def search(self, query: str, k: int = 10, where: Where = None, instruction: str | None = None) -> list[Hit]:
+        """The ``k`` chunks closest to ``query`` (embedded with the index's query instruction)."""
+        if not isinstance(query, str) or not query.strip():
+            raise LLM2VecError("empty query: give some text to search for")
+        _check_k(k)
+        if len(self) == 0:
+            return []
+        instr = self.query_instruction if instruction is None else instruction
+        vector = self.encoder.encode_queries([query], instruction=instr, show_progress_bar=False,
+                                             normalize_embeddings=True)
+        return self.search_by_vector(np.asarray(vector, dtype=np.float32).reshape(-1), k=k, where=where)
+
+    def search_by_vector(self, vector: Sequence[float] | np.ndarray, k: int = 10, where: Where = None) -> list[Hit]:
+        """The ``k`` chunks with the highest cosine similarity to ``vector``."""
+        _check_k(k)
+        query = _normalise(np.asarray(vector, dtype=np.float32))
+        if query.shape != (1, self.dim):
+            raise LLM2VecError(f"query vector has shape {tuple(np.shape(vector))}, the index holds {self.dim}-d vectors")
+        index = self._faiss_index()
+        if index.ntotal == 0:
+            return []
+        allowed = None
+        if where is not None:
+            allowed = self._allowed_ids(where)
+            if not len(allowed):
+                return []
+        scores, ids = store.search(index, query, min(k, index.ntotal), allowed)
+        pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) != -1]
+        rows = self.meta.rows_by_ids([i for _, i in pairs])
+        hits = []
+        for score, i in pairs:
+            if i in rows:
+                hits.append(record_from_row(rows[i], Hit, score=score, rank=len(hits) + 1))
+        return hits
+
+    def _allowed_ids(self, where: Where) -> np.ndarray:
+        conn = self.meta.conn
+        if isinstance(where, str):
+            pairs = conn.execute(
+                "SELECT DISTINCT c.source, f.rel FROM chunks c LEFT JOIN files f ON c.file = f.path").fetchall()
+            sources = [src for src, rel in pairs if path_matches(where, src, rel)]
+            ids: list[int] = []
+            for part in _parts(sources):
+                q = f"SELECT id FROM chunks WHERE source IN ({','.join('?' * len(part))})"
+                ids += [r[0] for r in conn.execute(q, part)]
+            return np.asarray(ids, dtype=np.int64)
+        if isinstance(where, Mapping):
+            columns = {"source": "source", "chunk": "chunk", "heading": "heading", "page": "page", "id": "doc_id"}
+            clauses, params = [], []
+            for key, value in where.items():
+                if key in columns:
+                    column = columns[key]
+                else:
+                    if not str(key).replace("_", "").replace("-", "").isalnum():
+                        raise LLM2VecError(f"unsupported filter key {key!r}")
+                    column = f"json_extract(metadata, '$.\"{key}\"')"
+                values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params += [v if isinstance(v, (int, float, str)) or v is None else json.dumps(v) for v in values]
+            sql = "SELECT id FROM chunks" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            return np.asarray([r[0] for r in conn.execute(sql, params)], dtype=np.int64)
+        if callable(where):
+            return np.asarray([i for i, m in conn.execute("SELECT id, metadata FROM chunks") if where(json.loads(m))],
+                              dtype=np.int64)
+        raise LLM2VecError(f"where must be a path glob, a dict or a callable, not {type(where).__name__}")
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and settings, for ``--json`` summaries and humans."""
+        return {"path": str(self.path), "chunks": len(self), "files": self.meta.file_count(),
+                "model": self.info.get("model"), "fingerprint": self.info.get("fingerprint"), "dim": self.dim,
+                "index_type": self.index_type, "faiss_factory": self.info.get("faiss_factory", self._factory),
+                "query_instruction": self.query_instruction}
+
+
+def path_matches(pattern: str, source: str, rel: str | None = None) -> bool:
+    """Glob (or folder prefix, when there is no wildcard) against the absolute, cwd-relative and indexed path."""
+    candidates = [source]
+    if rel:
+        candidates.append(rel)
+    if os.path.isabs(source):
+        try:
+            candidates.append(os.path.relpath(source))
+        except ValueError:
+            pass
+    candidates.append(source.rsplit("/", 1)[-1])
+    if any(ch in pattern for ch in "*?["):
+        return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
+    prefix = pattern.rstrip("/")
+    stripped = prefix[2:] if prefix.startswith("./") else prefix
+    return any(c == stripped or c.startswith(stripped + "/") for c in candidates)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise LLM2VecError(f"k must be at least 1, got {k}")
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _parts(items: list, size: int = 500):
+    for s in range(0, len(items), size):
+        yield items[s : s + size]
+
+
+def _default_model() -> str:
+    from ..embedded import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _load_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in {"pooling_mode", "max_length", "dtype", "device"} and v is not None}
+
+
+def _wipe(folder: Path) -> None:
+    """Remove this index's own files (never anything else in the folder)."""
+    for pattern in (f"{META_FILE}", f"{META_FILE}-wal", f"{META_FILE}-shm", f"{META_FILE}-journal", "vectors-*.faiss*"):
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)

@@ -1,0 +1,220 @@
+"""SQLite side of the index: settings, files, chunks and their vectors, with numbered migrations.
+
+SQLite is the source of truth. It stores every chunk's vector (float32 blob),
+so the FAISS file can always be rebuilt from it, and it records which FAISS
+file generation matches which ``rows_version``:
+
+* every transaction that changes chunks bumps ``rows_version``;
+* a FAISS snapshot is written to a new file, renamed into place, and only then
+  ``faiss_generation`` / ``faiss_rows_version`` are committed here.
+
+On load, a FAISS file whose recorded version differs from ``rows_version``
+(an interrupted run) is not trusted: FAISS is rebuilt from these rows.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexFormatError, LLM2VecError
+
+META_FILE = "meta.sqlite"
+
+# Migration n brings user_version from n to n + 1. Append only: never edit a released one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,            -- absolute path
+        root TEXT NOT NULL,               -- the folder it was indexed from
+        rel TEXT NOT NULL,                -- path relative to root
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        content_hash TEXT NOT NULL,
+        settings TEXT NOT NULL,           -- chunking settings it was indexed with
+        chunks INTEGER NOT NULL,
+        indexed_at REAL NOT NULL
+    );
+    CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY,           -- the FAISS id (int64, derived from doc_id)
+        doc_id TEXT NOT NULL UNIQUE,
+        file TEXT REFERENCES files(path) ON DELETE CASCADE,
+        source TEXT NOT NULL DEFAULT '',
+        chunk INTEGER NOT NULL DEFAULT 0,
+        text TEXT NOT NULL,
+        heading TEXT NOT NULL DEFAULT '',
+        page INTEGER,
+        start_char INTEGER NOT NULL DEFAULT 0,
+        end_char INTEGER NOT NULL DEFAULT 0,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        vector BLOB NOT NULL
+    );
+    CREATE INDEX chunks_file ON chunks(file);
+    CREATE INDEX chunks_source ON chunks(source);
+    CREATE INDEX files_root ON files(root);
+    """,
+]
+FORMAT_VERSION = len(MIGRATIONS)
+
+CHUNK_COLUMNS = "id, doc_id, file, source, chunk, text, heading, page, start_char, end_char, metadata"
+
+
+def _corrupt(path: Path, exc: Exception) -> IndexFormatError:
+    return IndexFormatError(
+        f"the index at {path.parent} is corrupt ({path.name}: {exc}); "
+        "delete the folder or run `llm2vec-rag index FOLDER --rebuild`"
+    )
+
+
+class MetaStore:
+    """A thin, typed wrapper over the index's SQLite database."""
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise LLM2VecError(f"{self.path} does not exist")
+        try:
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise _corrupt(self.path, exc) from None
+        if version > FORMAT_VERSION:
+            self.conn.close()
+            raise IndexFormatError(
+                f"the index at {self.path.parent} has format version {version}, newer than this "
+                f"llm2vec-rag reads ({FORMAT_VERSION}); upgrade llm2vec-rag or rebuild the index"
+            )
+        if version < FORMAT_VERSION:
+            if version == 0 and not create and not self._has_tables():
+                self.conn.close()
+                raise _corrupt(self.path, Exception("no index tables"))
+            self._migrate(version)
+        try:
+            self.conn.execute("SELECT count(*) FROM info").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _corrupt(self.path, exc) from None
+
+    def _has_tables(self) -> bool:
+        return bool(self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
+
+    def _migrate(self, current: int) -> None:
+        for number in range(current, FORMAT_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[number]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={number + 1}")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------ info
+    def info(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM info")}
+
+    def set_info(self, values: dict[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).executemany(
+            "INSERT INTO info(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+
+    def bump_rows_version(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM info WHERE key = 'rows_version'").fetchone()
+        version = (json.loads(row[0]) if row else 0) + 1
+        self.set_info({"rows_version": version, "updated_at": time.time()}, conn)
+        return version
+
+    # ------------------------------------------------------------ files
+    def files_under(self, root: str) -> dict[str, sqlite3.Row]:
+        cur = self.conn.execute(
+            "SELECT path, root, rel, size, mtime_ns, content_hash, settings, chunks FROM files WHERE root = ?",
+            (root,),
+        )
+        cols = [d[0] for d in cur.description]
+        return {row[0]: dict(zip(cols, row)) for row in cur}
+
+    def file_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    # ------------------------------------------------------------ chunks
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    def ids_for_file(self, conn: sqlite3.Connection, path: str) -> list[int]:
+        return [r[0] for r in conn.execute("SELECT id FROM chunks WHERE file = ?", (path,))]
+
+    def ids_for_doc_ids(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for part in _parts(list(doc_ids)):
+            q = f"SELECT doc_id, id FROM chunks WHERE doc_id IN ({','.join('?' * len(part))})"
+            out.update(dict(self.conn.execute(q, part).fetchall()))
+        return out
+
+    def rows_by_ids(self, ids: Sequence[int]) -> dict[int, tuple]:
+        out: dict[int, tuple] = {}
+        for part in _parts([int(i) for i in ids]):
+            q = f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+            for row in self.conn.execute(q, part):
+                out[row[0]] = row
+        return out
+
+    def vectors_by_ids(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        for part in _parts([int(i) for i in ids]):
+            q = f"SELECT id, vector FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+            for i, blob in self.conn.execute(q, part):
+                out[i] = np.frombuffer(blob, dtype="<f4", count=dim).astype(np.float32)
+        return out
+
+    def iter_vectors(self, dim: int, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) in id order, ``batch`` rows at a time (keyset pagination)."""
+        last = -(1 << 63)
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, vector FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+            yield ids, vectors.astype(np.float32)
+            last = int(ids[-1])
+
+    def sample_vectors(self, n: int, dim: int) -> np.ndarray:
+        rows = self.conn.execute("SELECT vector FROM chunks ORDER BY random() LIMIT ?", (n,)).fetchall()
+        return np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").reshape(len(rows), dim).astype(np.float32)
+
+    def all_ids(self) -> np.ndarray:
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM chunks")), dtype=np.int64)
+
+
+def _parts(items: list, size: int = 500) -> Iterable[list]:
+    for s in range(0, len(items), size):
+        yield items[s : s + size]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,46 @@
+"""What the index hands back: ``Record`` (a stored chunk) and ``Hit`` (a record with a score)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def stable_id(doc_id: str) -> int:
+    """The int64 FAISS id for a string id: the first 8 bytes of BLAKE2b, kept positive."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class Record:
+    """A stored chunk. ``metadata`` is JSON-serialisable (file chunks carry mtime, hashes, title)."""
+
+    id: str
+    text: str
+    source: str = ""
+    chunk: int = 0
+    heading: str = ""
+    page: int | None = None
+    start: int = 0
+    end: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Hit(Record):
+    """A search result: a record, its cosine ``score`` and 1-based ``rank``."""
+
+    score: float = 0.0
+    rank: int = 0
+
+
+def record_from_row(row: tuple, cls: type = Record, **extra: Any) -> Record:
+    """Build from a ``meta.CHUNK_COLUMNS`` row."""
+    _id, doc_id, _file, source, chunk, text, heading, page, start, end, metadata = row
+    return cls(id=doc_id, text=text, source=source, chunk=chunk, heading=heading, page=page, start=start,
+               end=end, metadata=json.loads(metadata or "{}"), **extra)

@@ -1,0 +1,233 @@
+"""Incremental indexing of a folder: embed only new or changed files, drop deleted ones.
+
+A file is unchanged when its size and mtime match the recorded ones, or else
+when its content hash does (so ``touch`` costs a read, not an embedding); a
+change of chunking settings re-chunks every file. Work is committed in batches
+of whole files, one SQLite transaction each, so a killed run keeps what it
+finished and the next run does only the rest. Memory holds one batch of
+chunks at a time, plus the FAISS index itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LLM2VecError
+from .chunk import chunk_document, make_counter
+from .ingest import content_hash, walk
+from .readers import UnreadableFileError, looks_binary, read_document
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index import Index
+
+CHUNKER_VERSION = 1
+UPDATE_OPTIONS = {"include", "exclude", "extensions", "max_file_mb", "chunk_tokens", "overlap", "batch_size",
+                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter"}
+
+
+@dataclass
+class SyncReport:
+    """What one ``index`` run did, file by file (chunks in brackets)."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    skipped_reasons: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    total_chunks: int = 0
+    total_files: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "removed": self.removed, "unchanged": self.unchanged,
+            "skipped": self.skipped, "chunks_added": self.chunks_added, "chunks_removed": self.chunks_removed,
+            "skipped_reasons": dict(self.skipped_reasons), "warnings": list(self.warnings),
+            "seconds": round(self.seconds, 3), "total_chunks": self.total_chunks, "total_files": self.total_files,
+        }
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(self.skipped_reasons.items()))
+        return (f"added {self.added}, updated {self.updated}, removed {self.removed}, unchanged {self.unchanged}, "
+                f"skipped {self.skipped}{f' ({reasons})' if reasons else ''}; "
+                f"{self.chunks_added} chunks embedded, {self.chunks_removed} removed; "
+                f"index holds {self.total_chunks} chunks from {self.total_files} files ({self.seconds:.1f}s)")
+
+
+def _settings(chunk_tokens: int, overlap: int, fingerprint: str) -> str:
+    return json.dumps({"chunker": CHUNKER_VERSION, "chunk_tokens": chunk_tokens, "overlap": overlap,
+                       "model": fingerprint}, sort_keys=True)
+
+
+def embedding_text(heading: str, text: str) -> str:
+    """What gets embedded: the heading path (context a chunk alone lacks), then the chunk."""
+    return f"{heading}\n{text}" if heading and not text.lstrip().startswith(heading.rsplit(" > ", 1)[-1]) else text
+
+
+def sync_folder(
+    index: Index,
+    folder: str | os.PathLike[str],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    extensions: Sequence[str] | None = None,
+    max_file_mb: float = 20.0,
+    chunk_tokens: int = 256,
+    overlap: int = 32,
+    batch_size: int = 32,
+    commit_chunks: int = 256,
+    progress: bool = True,
+    hidden: bool = False,
+    gitignore: bool = True,
+    token_counter: Any = None,
+) -> SyncReport:
+    """Index ``folder`` into ``index`` incrementally and save; see the module docstring."""
+    start_time = time.perf_counter()
+    log = index._log
+    if chunk_tokens < 8:
+        raise LLM2VecError(f"--chunk-tokens must be at least 8, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise LLM2VecError(f"--overlap must be between 0 and {chunk_tokens - 1}, got {overlap}")
+    max_length = getattr(index.encoder, "max_length", None)
+    if max_length and chunk_tokens > int(max_length):
+        log(f"warning: --chunk-tokens {chunk_tokens} is more than the model reads ({max_length}); "
+            "chunk ends will be cut off when embedding")
+    found = walk(folder, include, exclude, extensions, max_file_mb, hidden, gitignore, skip_dirs=[index.path])
+    report = SyncReport(skipped_reasons=Counter(found.skipped))
+    for path, message in found.warnings:
+        report.warnings.append(f"{path}: {message}")
+        log(f"warning: {path}: {message}")
+    if not found.files:
+        reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(found.skipped.items())) or "it is empty"
+        raise LLM2VecError(f"no files to index in {folder} ({reasons}); nothing was changed")
+    root = str(found.root)
+    recorded = index.meta.files_under(root)
+    settings = _settings(chunk_tokens, overlap, index.info.get("fingerprint", ""))
+    counter = make_counter(token_counter if token_counter is not None else index.encoder)
+
+    pending_rows: list[Any] = []
+    pending_files: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    touch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not pending_files:
+            return
+        texts = [embedding_text(r.heading, r.text) for r in pending_rows]
+        vectors = index._embed_documents(texts, batch_size) if texts else []
+        for row, vector in zip(pending_rows, vectors):
+            row.vector = vector
+        added, removed = index._commit(pending_rows, file_rows=pending_files)
+        report.chunks_added += added
+        report.chunks_removed += removed
+        pending_rows.clear()
+        pending_files.clear()
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(found.files), desc="Indexing", unit="file", file=sys.stderr)
+    from .index import ChunkRow
+
+    try:
+        for cand in found.files:
+            path = str(cand.path)
+            seen.add(path)
+            old = recorded.get(path)
+            if bar is not None:
+                bar.update(1)
+            if old and old["size"] == cand.size and old["mtime_ns"] == cand.mtime_ns and old["settings"] == settings:
+                report.unchanged += 1
+                continue
+            try:
+                data = cand.path.read_bytes()
+            except FileNotFoundError:
+                seen.discard(path)
+                _skip(report, log, "vanished", path, "file vanished while indexing, skipped")
+                continue
+            except OSError as exc:
+                _skip(report, log, "unreadable", path, f"cannot read ({exc.strerror or exc}), skipped")
+                continue
+            digest = content_hash(data)
+            if old and old["content_hash"] == digest and old["settings"] == settings:
+                report.unchanged += 1
+                touch.append({**old, "size": cand.size, "mtime_ns": cand.mtime_ns})
+                continue
+            if not data:
+                _skip(report, log, "empty", path, "zero-byte file, skipped")
+                continue
+            if looks_binary(data) and cand.path.suffix.lower() != ".pdf":
+                _skip(report, log, "binary", path, "binary content, skipped")
+                continue
+            try:
+                doc = read_document(cand.path, data)
+            except UnreadableFileError as exc:
+                _skip(report, log, "unreadable", path, f"{exc}, skipped")
+                continue
+            if not doc.text.strip():
+                _skip(report, log, "no_text", path, "no text to index, skipped")
+                continue
+            chunks = chunk_document(doc, counter, chunk_tokens, overlap)
+            mtime = cand.mtime_ns / 1e9
+            for c in chunks:
+                pending_rows.append(ChunkRow(
+                    f"{path}#{c.chunk}", c.text, None, file=path, source=path, chunk=c.chunk, heading=c.heading,
+                    page=c.page, start=c.start, end=c.end,
+                    metadata={"source": path, "rel": cand.rel, "chunk": c.chunk, "start": c.start, "end": c.end,
+                              "heading": c.heading, "page": c.page, "title": doc.title, "kind": doc.kind,
+                              "mtime": mtime, "content_hash": digest, "chunk_hash": c.hash, "tokens": c.tokens},
+                ))
+            pending_files.append({"path": path, "root": root, "rel": cand.rel, "size": cand.size,
+                                  "mtime_ns": cand.mtime_ns, "content_hash": digest, "settings": settings,
+                                  "chunks": len(chunks), "indexed_at": time.time()})
+            if old:
+                report.updated += 1
+            else:
+                report.added += 1
+            if bar is not None:
+                bar.set_postfix(chunks=report.chunks_added + len(pending_rows), refresh=False)
+            if len(pending_rows) >= commit_chunks:
+                flush()
+        flush()
+    finally:
+        if bar is not None:
+            bar.close()
+    gone = [p for p in recorded if p not in seen]
+    if gone:
+        _, removed = index._commit(remove_files=gone)
+        report.removed = len(gone)
+        report.chunks_removed += removed
+        crash_point_removed()
+    if touch:
+        with index.meta.transaction() as conn:
+            conn.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
+                             [(t["size"], t["mtime_ns"], t["path"]) for t in touch])
+    index.save()
+    report.skipped = sum(n for r, n in report.skipped_reasons.items())
+    report.total_chunks = len(index)
+    report.total_files = index.meta.file_count()
+    report.seconds = time.perf_counter() - start_time
+    return report
+
+
+def crash_point_removed() -> None:
+    from .faults import crash_point
+
+    crash_point("removed")
+
+
+def _skip(report: SyncReport, log, reason: str, path: str, message: str) -> None:
+    report.skipped_reasons[reason] += 1
+    report.warnings.append(f"{path}: {message}")
+    log(f"warning: {path}: {message}")
