@@ -1,0 +1,88 @@
+"""Try speed-ups on the encoder and measure them side by side, alternating runs.
+
+Variants: bf16 eager (baseline), fp32, bf16 + torch.compile, int8 dynamic
+quantization (fp32 activations), each on the same SciFact documents; reports
+texts/s and the min/mean cosine to the fp32 vectors (quality proxy).
+
+    python benchmarks/encode_variants.py --docs 256 --rounds 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LLM2VEC_RAG_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_docs(n: int) -> list[str]:
+    docs = []
+    with open(DATA / "scifact" / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            docs.append((row.get("title", "") + " " + row.get("text", "")).strip())
+            if len(docs) >= n:
+                break
+    return docs
+
+
+def make_variants(model_name: str):
+    from llm2vec_rag import LLM2Vec
+
+    variants = {}
+    variants["bf16"] = LLM2Vec.from_pretrained(model_name, dtype="bfloat16")
+    variants["fp32"] = LLM2Vec.from_pretrained(model_name, dtype="float32")
+    compiled = LLM2Vec.from_pretrained(model_name, dtype="bfloat16")
+    compiled.model.forward = torch.compile(compiled.model.forward, dynamic=True)
+    variants["bf16+compile"] = compiled
+    int8 = LLM2Vec.from_pretrained(model_name, dtype="float32")
+    int8.model = torch.ao.quantization.quantize_dynamic(int8.model, {torch.nn.Linear}, dtype=torch.qint8)
+    variants["int8-dynamic"] = int8
+    return variants
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--docs", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "encode_variants.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    docs = load_docs(args.docs)
+    variants = make_variants(args.model)
+    for enc in variants.values():  # warm-up (compile happens here)
+        enc.encode(docs[:64], batch_size=args.batch_size, show_progress_bar=False)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    vectors: dict[str, np.ndarray] = {}
+    for _ in range(args.rounds):
+        for name, enc in variants.items():
+            t = time.perf_counter()
+            vectors[name] = enc.encode(docs, batch_size=args.batch_size, show_progress_bar=False)
+            times[name].append(time.perf_counter() - t)
+    ref = vectors["fp32"] / np.linalg.norm(vectors["fp32"], axis=1, keepdims=True)
+    rows = []
+    base = len(docs) / min(times["bf16"])
+    for name in variants:
+        v = vectors[name] / np.linalg.norm(vectors[name], axis=1, keepdims=True)
+        cos = (v * ref).sum(1)
+        tps = len(docs) / min(times[name])
+        rows.append({"variant": name, "texts_per_s": round(tps, 2), "vs_bf16": round(tps / base, 3),
+                     "cos_min": round(float(cos.min()), 5), "cos_mean": round(float(cos.mean()), 5)})
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print(f"| variant | texts/s | vs bf16 | cos to fp32 (min / mean) |\n|---|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['texts_per_s']} | {r['vs_bf16']} | {r['cos_min']} / {r['cos_mean']} |")
+
+
+if __name__ == "__main__":
+    main()
