@@ -93,8 +93,9 @@ def make_evaluator(config: TrainConfig, tm: TrainingModel, pooling_mode: str = "
 
 
 # --------------------------------------------------------------------------- MNTP
-def train_mntp(config: MNTPConfig, log: Log | None = None) -> dict[str, Any]:
-    """Masked next-token prediction with LoRA on a text corpus; returns the adapter card."""
+def train_mntp(config: MNTPConfig, log: Log | None = None, return_model: bool = False) -> Any:
+    """Masked next-token prediction with LoRA on a text corpus; returns the adapter card
+    (and the trained :class:`TrainingModel` with ``return_model``)."""
     _setup(config)
     log = log or (lambda m: None)
     texts = read_texts(config.data, unit="line")
@@ -122,11 +123,12 @@ def train_mntp(config: MNTPConfig, log: Log | None = None) -> dict[str, Any]:
                "mask_token": mask_token, "mask_probability": config.mask_probability}
     trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
                       make_evaluator(config, tm), log)
-    return trainer.train()
+    card = trainer.train()
+    return (card, tm) if return_model else card
 
 
 # --------------------------------------------------------------------------- SimCSE
-def train_simcse(config: SimCSEConfig, log: Log | None = None) -> dict[str, Any]:
+def train_simcse(config: SimCSEConfig, log: Log | None = None, return_model: bool = False) -> Any:
     """Unsupervised SimCSE with LoRA: two dropout views per text, in-batch negatives."""
     _setup(config)
     log = log or (lambda m: None)
@@ -147,7 +149,8 @@ def train_simcse(config: SimCSEConfig, log: Log | None = None) -> dict[str, Any]
     summary = {**_data_id(config.data), "texts": len(texts), "unit": config.unit}
     trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
                       make_evaluator(config, tm, config.pooling_mode), log)
-    return trainer.train()
+    card = trainer.train()
+    return (card, tm) if return_model else card
 
 
 # --------------------------------------------------------------------------- supervised
@@ -193,7 +196,7 @@ def mine_negatives(tm: TrainingModel, pairs: list[Pair], corpus: dict[str, str],
     return added
 
 
-def train_supervised(config: SupervisedConfig, log: Log | None = None) -> dict[str, Any]:
+def train_supervised(config: SupervisedConfig, log: Log | None = None, return_model: bool = False) -> Any:
     """Contrastive LoRA training on (query, positive, hard negatives) with in-batch negatives."""
     _setup(config)
     log = log or (lambda m: None)
@@ -242,7 +245,8 @@ def train_supervised(config: SupervisedConfig, log: Log | None = None) -> dict[s
                "mined_negatives_per_query": config.mine_negatives}
     trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
                       make_evaluator(config, tm, config.pooling_mode, instruction or None), log)
-    return trainer.train()
+    card = trainer.train()
+    return (card, tm) if return_model else card
 
 
 __all__ = ["train_mntp", "train_simcse", "train_supervised", "mine_negatives", "encoder_view", "make_evaluator"]
