@@ -11,13 +11,13 @@ mkdir -p "$RUNS"
 source .venv/bin/activate
 
 llm2vec-rag train mntp "$DATA/wikitext-2-raw/train.raw.gz" --model smollm2-135m-base \
-  --output-dir "$RUNS/mntp-wikitext2" --steps 250 --batch-size 8 --max-length 128 \
+  --output-dir "$RUNS/mntp-wikitext2" --steps 200 --batch-size 8 --max-length 128 \
   --lr 1e-4 --warmup-steps 20 --save-every 10 --log-every 5 --threads 2 --seed 42 --resume \
   >> "$RUNS/mntp.log" 2>&1
 
 llm2vec-rag train simcse "$DATA/wikitext-2-raw/train.raw.gz" --model smollm2-135m-base \
   --adapter "$RUNS/mntp-wikitext2" \
-  --output-dir "$RUNS/simcse-wikitext2" --steps 300 --batch-size 32 --max-length 64 \
+  --output-dir "$RUNS/simcse-wikitext2" --steps 200 --batch-size 32 --max-length 64 \
   --lr 1e-4 --warmup-steps 20 --save-every 10 --log-every 5 --threads 2 --seed 42 --resume \
   >> "$RUNS/simcse.log" 2>&1
 
