@@ -98,11 +98,21 @@ def make_counter(source: Any) -> TokenCounter:
     tokenizer = getattr(source, "tokenizer", None)
     if tokenizer is not None:
         return TokenizerCounter(tokenizer)
-    if hasattr(source, "convert_tokens_to_ids") or hasattr(source, "backend_tokenizer"):
+    if hasattr(source, "convert_tokens_to_ids") or _takes_special_tokens_flag(source):
         return TokenizerCounter(source)
     if callable(source):
         return CallableCounter(source)
     raise LLM2VecError(f"cannot count tokens with {type(source).__name__}: pass an encoder, a tokenizer or a callable")
+
+
+def _takes_special_tokens_flag(fn: Any) -> bool:
+    """A Hugging Face-style tokenizer call: ``tok(text, add_special_tokens=...)``."""
+    import inspect
+
+    try:
+        return "add_special_tokens" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass

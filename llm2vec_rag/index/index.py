@@ -178,6 +178,7 @@ class Index:
                     with meta.transaction() as conn:
                         meta.set_info({"query_instruction": query_instruction}, conn)
                     index.info = meta.info()
+                index._reconcile()
                 return index
             if rebuild:
                 _wipe(folder)
@@ -308,6 +309,18 @@ class Index:
                       "rebuilding it from the stored vectors")
             self._dirty = True
         return None
+
+    def _reconcile(self) -> None:
+        """After an interrupted writer: bring the FAISS file in line with SQLite and drop stray files."""
+        info = self.info
+        current = self.path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
+        if info.get("faiss_rows_version") != info.get("rows_version") or (self.meta.count() and not current.is_file()):
+            self._faiss_index()
+            self.save()
+        keep = self.path / f"vectors-{int(self.info.get('faiss_generation', 0))}.faiss"
+        for stray in self.path.glob("vectors-*.faiss*"):
+            if stray != keep:
+                stray.unlink(missing_ok=True)
 
     def _rebuild_faiss(self) -> None:
         n = self.meta.count()

@@ -35,11 +35,13 @@ class WalkResult:
     files: list[Candidate] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    problems: dict[str, str] = field(default_factory=dict)  # path -> reason, for files with a warning
 
     def skip(self, reason: str, path: str | None = None, message: str | None = None) -> None:
         self.skipped[reason] += 1
         if path is not None and message is not None:
             self.warnings.append((path, message))
+            self.problems[path] = reason
 
 
 # ------------------------------------------------------------------ .gitignore

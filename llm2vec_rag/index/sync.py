@@ -115,9 +115,11 @@ def sync_folder(
     settings = _settings(chunk_tokens, overlap, index.info.get("fingerprint", ""))
     counter = make_counter(token_counter if token_counter is not None else index.encoder)
 
+    # A file indexed before that is now too large or unreadable keeps its chunks (with a warning).
+    seen: set[str] = {p for p, reason in found.problems.items()
+                      if reason in {"too_large", "unreadable", "symlink_loop"} and p in recorded}
     pending_rows: list[Any] = []
     pending_files: list[dict[str, Any]] = []
-    seen: set[str] = set()
     touch: list[dict[str, Any]] = []
 
     def flush() -> None:
