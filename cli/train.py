@@ -54,8 +54,22 @@ def _build(cls: type[TrainConfig], params: dict) -> TrainConfig:
     return cls(**values)
 
 
+def _stop_on_sigterm() -> None:
+    """``kill PID`` stops like Ctrl-C: the trainer checkpoints the steps done, then exits."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. under some test runners)
+        pass
+
+
 def _run(cls, fn, params: dict, as_json: bool) -> None:
     config = _build(cls, params)
+    _stop_on_sigterm()
     log = None if config.quiet else (lambda m: click.echo(m, err=True))
     card = fn(config, log=log)
     if as_json:

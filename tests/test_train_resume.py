@@ -73,3 +73,25 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     initial = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
     again = [json.loads(line) for line in (killed / "train_log.jsonl").read_text().splitlines()]
     assert [e["loss"] for e in initial] == [e["loss"] for e in again]
+
+
+def test_sigterm_saves_a_checkpoint_of_the_steps_done(tmp_path):
+    model = write_causal_dir(tmp_path / "causal")
+    data = tmp_path / "corpus.txt"
+    data.write_text("\n".join(CORPUS * 3) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    cmd = _command(data, model, out)
+    cmd[cmd.index("--save-every") + 1] = "1000"  # no periodic checkpoint: only the one SIGTERM writes
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "continue with --resume" in err
+    saved = [int(p.name[5:]) for p in (out / "checkpoints").iterdir()]
+    assert len(saved) == 1 and 2 <= saved[0] < STEPS

@@ -354,46 +354,57 @@ class Trainer:
         self._trim_log(self.start_step)
         recent: list[float] = []
         window_start, window_steps = time.perf_counter(), 0
-        for step in range(self.start_step, self.total):
-            started = time.perf_counter()
-            torch.manual_seed(config.seed * 1_000_003 + step)  # dropout noise: a function of the step
-            lr = lr_at(step, self.total, config.learning_rate, config.warmup_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.optimizer.zero_grad(set_to_none=True)
-            total_loss = 0.0
-            for micro in range(config.grad_accum):
-                with torch.autocast(self.tm.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = self.step_loss(step * config.grad_accum + micro)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data")
-                (loss / config.grad_accum).backward()
-                total_loss += float(loss.detach()) / config.grad_accum
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
-            self.optimizer.step()
-            self.train_seconds += time.perf_counter() - started
-            done = step + 1
-            recent.append(total_loss)
-            window_steps += 1
-            elapsed = time.perf_counter() - window_start
-            rate = window_steps * self.examples_per_step / max(elapsed, 1e-9)
+        completed = self.start_step
+        try:
+            for step in range(self.start_step, self.total):
+                started = time.perf_counter()
+                torch.manual_seed(config.seed * 1_000_003 + step)  # dropout noise: a function of the step
+                lr = lr_at(step, self.total, config.learning_rate, config.warmup_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                total_loss = 0.0
+                for micro in range(config.grad_accum):
+                    with torch.autocast(self.tm.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        loss = self.step_loss(step * config.grad_accum + micro)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data")
+                    (loss / config.grad_accum).backward()
+                    total_loss += float(loss.detach()) / config.grad_accum
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+                self.optimizer.step()
+                completed = step + 1
+                self.train_seconds += time.perf_counter() - started
+                done = step + 1
+                recent.append(total_loss)
+                window_steps += 1
+                elapsed = time.perf_counter() - window_start
+                rate = window_steps * self.examples_per_step / max(elapsed, 1e-9)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}", refresh=False)
+                    progress.update(1)
+                if done % max(1, config.log_every) == 0 or done == self.total:
+                    entry = {"step": done, "loss": round(sum(recent) / len(recent), 5), "lr": lr,
+                             "examples_per_s": round(rate, 2), "train_seconds": round(self.train_seconds, 1)}
+                    self.history.append(entry)
+                    with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(entry) + "\n")
+                    recent = []
+                    window_start, window_steps = time.perf_counter(), 0
+                if config.eval_every and done % config.eval_every == 0 and done < self.total:
+                    self._run_eval(done)
+                    window_start, window_steps = time.perf_counter(), 0
+                if config.save_every and done % config.save_every == 0 and done < self.total:
+                    self.save_checkpoint(done)
+        except KeyboardInterrupt:
             if progress is not None:
-                progress.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}", refresh=False)
-                progress.update(1)
-            if done % max(1, config.log_every) == 0 or done == self.total:
-                entry = {"step": done, "loss": round(sum(recent) / len(recent), 5), "lr": lr,
-                         "examples_per_s": round(rate, 2), "train_seconds": round(self.train_seconds, 1)}
-                self.history.append(entry)
-                with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(entry) + "\n")
-                recent = []
-                window_start, window_steps = time.perf_counter(), 0
-            if config.eval_every and done % config.eval_every == 0 and done < self.total:
-                self._run_eval(done)
-                window_start, window_steps = time.perf_counter(), 0
-            if config.save_every and done % config.save_every == 0 and done < self.total:
-                self.save_checkpoint(done)
+                progress.close()
+            if completed > self.start_step:
+                path = self.save_checkpoint(completed)
+                # said even under --quiet: the user needs to know the run can be continued
+                print(f"stopped at step {completed}; checkpoint {path}; continue with --resume", file=sys.stderr)
+            raise
         if progress is not None:
             progress.close()
         if config.eval_data or config.eval_every:
