@@ -147,6 +147,10 @@ def test_read_texts_layouts(tmp_path):
         fh.write(" \n = Valkyria = \n The game 's sales were 1 @,@ 000 @-@ strong ( in Japan ) . It sold well .\n")
     assert read_texts(gz) == ["The game's sales were 1,000-strong (in Japan). It sold well."]
     assert read_texts(gz, unit="sentence") == ["The game's sales were 1,000-strong (in Japan).", "It sold well."]
+    wiki_folder = tmp_path / "wikitext-2-raw"
+    wiki_folder.mkdir()
+    (wiki_folder / "train.raw.gz").write_bytes(gz.read_bytes())
+    assert read_texts(wiki_folder) == ["The game's sales were 1,000-strong (in Japan). It sold well."]
     jl = tmp_path / "t.jsonl"
     jl.write_text('{"text": "one"}\n\n{"text": "two"}\n{"txt": "bad"}\n', encoding="utf-8")
     with pytest.raises(TrainingDataError, match=r"t.jsonl:4:"):

@@ -135,6 +135,8 @@ def read_texts(data: str | os.PathLike[str], unit: str = "line", min_words: int 
         for path in files:
             if _is_jsonl(path):
                 texts.extend(_read_jsonl_texts(path))
+            elif ".raw" in _suffixes(path) or path.suffix.lower() == ".gz":
+                texts.extend(_read_line_texts(path))  # line-per-paragraph files (WikiText)
             else:
                 texts.extend(_read_document(path))
     elif _is_jsonl(root):
