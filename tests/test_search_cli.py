@@ -115,3 +115,19 @@ def test_search_uses_recorded_instruction_and_override(runner, docs, tmp_path, m
     invoke(runner, "search", "bread", "--index", ix)
     invoke(runner, "search", "bread", "--index", ix, "--instruction", "Other:")
     assert seen == ["Find docs:", "Other:"]
+
+
+def test_unchanged_run_does_not_load_the_model(runner, docs, tmp_path, monkeypatch):
+    import fakes
+
+    loads = []
+    original = fakes.make_fake_encoder
+    monkeypatch.setattr(fakes, "make_fake_encoder", lambda spec: loads.append(spec) or original(spec))
+    ix = tmp_path / "ix"
+    invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet")
+    assert loads == ["fake:"]
+    again = invoke(runner, "index", docs, "--index", ix, "--quiet")
+    assert "unchanged 5" in again.stdout and loads == ["fake:"]
+    (docs / "new.txt").write_text("fresh words")
+    invoke(runner, "index", docs, "--index", ix, "--quiet")
+    assert loads == ["fake:", "fake:"]  # the recorded model, loaded once there was work

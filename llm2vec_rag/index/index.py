@@ -158,13 +158,11 @@ class Index:
             if exists and not rebuild:
                 meta = MetaStore(folder / META_FILE)
                 index = cls(folder, meta, None, lock, log, encoder_options)
-                if encoder is None:
-                    if model is None:
-                        encoder = index.encoder
-                    else:
-                        encoder = load_encoder(model, adapters, **_load_options(encoder_options))
-                index._check_encoder(encoder)
-                index._encoder = encoder
+                if encoder is None and model is not None:
+                    encoder = load_encoder(model, adapters, **_load_options(encoder_options))
+                if encoder is not None:  # else the recorded model, loaded when something needs embedding
+                    index._check_encoder(encoder)
+                    index._encoder = encoder
                 if index_type is not None and index_type != index.info.get("index_type"):
                     store.validate_index_type(index_type, int(index.info["dim"]))
                     index._log(f"note: changing the index type from {index.info.get('index_type')} to "

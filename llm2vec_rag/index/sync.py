@@ -98,7 +98,7 @@ def sync_folder(
         raise LLM2VecError(f"--chunk-tokens must be at least 8, got {chunk_tokens}")
     if not 0 <= overlap < chunk_tokens:
         raise LLM2VecError(f"--overlap must be between 0 and {chunk_tokens - 1}, got {overlap}")
-    max_length = getattr(index.encoder, "max_length", None)
+    max_length = index.info.get("max_length")
     if max_length and chunk_tokens > int(max_length):
         log(f"warning: --chunk-tokens {chunk_tokens} is more than the model reads ({max_length}); "
             "chunk ends will be cut off when embedding")
@@ -113,7 +113,12 @@ def sync_folder(
     root = str(found.root)
     recorded = index.meta.files_under(root)
     settings = _settings(chunk_tokens, overlap, index.info.get("fingerprint", ""))
-    counter = make_counter(token_counter if token_counter is not None else index.encoder)
+    counter_cache: list[Any] = []
+
+    def counter() -> Any:  # the model loads only when a file needs chunking
+        if not counter_cache:
+            counter_cache.append(make_counter(token_counter if token_counter is not None else index.encoder))
+        return counter_cache[0]
 
     # A file indexed before that is now too large or unreadable keeps its chunks (with a warning).
     seen: set[str] = {p for p, reason in found.problems.items()
@@ -180,7 +185,7 @@ def sync_folder(
             if not doc.text.strip():
                 _skip(report, log, "no_text", path, "no text to index, skipped")
                 continue
-            chunks = chunk_document(doc, counter, chunk_tokens, overlap)
+            chunks = chunk_document(doc, counter(), chunk_tokens, overlap)
             mtime = cand.mtime_ns / 1e9
             for c in chunks:
                 pending_rows.append(ChunkRow(
