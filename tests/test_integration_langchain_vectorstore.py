@@ -164,3 +164,17 @@ async def test_async_search_does_not_block_the_loop(tiny_embeddings):
                                                        for t in store._worker.executor._threads)
     finally:
         store.close()
+
+
+def test_store_directory_is_a_toolkit_index(tmp_path, tiny_model_dir):
+    """A store built with LLM2VecEmbeddings records its model: Index.load (and the CLI) can search it alone."""
+    from llm2vec_rag import Index
+
+    emb = LLM2VecEmbeddings(model=str(tiny_model_dir), dtype="float32", device="cpu", query_instruction="")
+    LLM2VecVectorStore.from_texts(TOPICS, emb, ids=["c", "w", "r", "p"], path=tmp_path / "kb").close()
+    index = Index.load(tmp_path / "kb")
+    try:
+        assert len(index) == 4 and index.query_instruction == ""
+        assert [h.id for h in index.search(TOPICS[2], k=1)] == ["r"]
+    finally:
+        index.close()
