@@ -215,6 +215,9 @@ def test_mntp_adapter_loads_into_the_encoder_and_reproduces_vectors(causal_dir, 
     cfg = MNTPConfig(data=str(corpus_file), output_dir=str(out), model=str(causal_dir), steps=4, batch_size=4,
                      max_length=32, learning_rate=5e-3, **FAST)
     card, tm = train_mntp(cfg, return_model=True)
+    from llm2vec_rag.bidirectional import check_attention
+
+    check_attention(tm.model, True, pad_token_id=0)  # MNTP trained with bidirectional attention
     trained = _vectors(tm, TEXTS)
     assert card["steps"] == 4 and card["recipe"] == "mntp" and card["data"]["mask_token"] == "_"
     from safetensors import safe_open
