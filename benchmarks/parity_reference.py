@@ -138,11 +138,12 @@ def naive_export(good: Path) -> Path:
 def reference_cached(script: str, job: dict, job_path: Path, threads: int, rerun: bool) -> dict:
     """Run the reference, or reuse the reply of an identical earlier job (same inputs, export, settings)."""
     reply_path = job_path.with_suffix(".reply.json")
-    inputs_same = all(Path(r["inputs"]).is_file() and Path(r["out"]).is_file() for r in job["runs"])
-    if not rerun and inputs_same and reply_path.is_file() and job_path.is_file() \
-            and json.loads(job_path.read_text()) == job:
-        log(f"reusing the reference reply {reply_path.name} (identical job; --rerun-reference to redo)")
-        return json.loads(reply_path.read_text())
+    if not rerun and reply_path.is_file() and job_path.is_file() and json.loads(job_path.read_text()) == job:
+        reply = json.loads(reply_path.read_text())
+        outs = {r["name"]: r["out"] for r in job["runs"]}
+        if all(Path(outs[r["name"]]).is_file() for r in reply["runs"] if r.get("ok")):
+            log(f"reusing the reference reply {reply_path.name} (identical job; --rerun-reference to redo)")
+            return reply
     return run_reference(script, job, job_path, threads=threads)
 
 
@@ -204,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "parity_reference.json")
     ap.add_argument("--rerun-reference", action="store_true",
                     help="run the reference even when an identical earlier job left its reply")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the .md table from the .json, run nothing")
     args = ap.parse_args(argv)
+    if args.table_only:
+        md = markdown(json.loads(args.out.read_text(encoding="utf-8"))["rows"])
+        args.out.with_suffix(".md").write_text(md, encoding="utf-8")
+        print(md)
+        return 0
 
     t_start = time.perf_counter()
     ensure_reference_venv()
@@ -315,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| pooling | attention | reference | min cos | mean cos | worst text | ids equal | masks equal "
-             "| min cos, same pooled tokens | >= 0.999 (all / same tokens) | differing texts: cos with the reference's mask |",
+             "| min cos, texts pooling the same tokens | >= 0.999 (all / same tokens) | differing texts: cos with the reference's mask |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         attn = "bidirectional" if r["bidirectional"] else "causal"
@@ -325,7 +332,7 @@ def markdown(rows: list[dict]) -> str:
             continue
         tok = r.get("tokens") or {}
         n = r["n"]
-        same = f"{r['same_input_cos_min']:.6f}" if "same_input_cos_min" in r else "-"
+        same = f"1 − {1 - r['same_input_cos_min']:.1e}" if "same_input_cos_min" in r else "-"
         same_ok = ("yes" if r["same_input_passes"] else "no") if "same_input_passes" in r else "-"
         md = r.get("mask_differences") or {}
         if not md:
