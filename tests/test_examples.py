@@ -1,6 +1,7 @@
 """The example scripts run as users run them: subprocesses, offline, from another working directory."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -65,11 +66,20 @@ def test_langchain_example_persists_and_reopens(small_docs, tiny_model_dir, tmp_
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_example_reports_an_empty_folder(script, tiny_model_dir, tmp_path):
+def test_example_reports_an_empty_folder(script, tiny_model_dir, tmp_path, capsys):
+    """In-process (main(argv)), to spare a subprocess: an empty folder is a message and exit status 1."""
+    from llama_index.core import Settings
+
+    spec = importlib.util.spec_from_file_location(f"example_{script[:-3]}", EXAMPLES / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     (tmp_path / "empty").mkdir()
-    result = run_example(script, str(tmp_path / "empty"), "--model", str(tiny_model_dir), cwd=tmp_path,
-                         cache=tmp_path / "c")
-    assert result.returncode == 1 and "no readable documents" in result.stderr
+    saved = (Settings._embed_model, Settings._llm)
+    try:
+        status = module.main([str(tmp_path / "empty"), "--model", str(tiny_model_dir)])
+    finally:
+        Settings._embed_model, Settings._llm = saved
+    assert status == 1 and "no readable documents" in capsys.readouterr().err
 
 
 @pytest.mark.slow
