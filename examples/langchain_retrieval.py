@@ -44,7 +44,8 @@ def load_documents(folder: Path, counter, chunk_tokens: int = 200) -> list[Docum
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("docs", nargs="?", type=Path, default=HERE / "docs", help="folder to index (default: %(default)s)")
+    parser.add_argument("docs", nargs="?", type=Path, default=HERE / "docs",
+                        help="folder to index (default: %(default)s)")
     parser.add_argument("--model", default="smollm2-135m", help="embedded model name, .gguf file or model directory")
     parser.add_argument("-q", "--query", action="append", help="a question (repeatable; default: three examples)")
     parser.add_argument("-k", type=int, default=3, help="passages per question")
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nQ: {question}")
             for rank, doc in enumerate(retriever.invoke(question), 1):
                 snippet = " ".join(doc.page_content.split())[:100]
-                where = doc.metadata.get("source", "?") + (f" > {doc.metadata['heading']}" if doc.metadata.get("heading") else "")
+                heading = doc.metadata.get("heading")
+                where = doc.metadata.get("source", "?") + (f" > {heading}" if heading else "")
                 print(f"  {rank}. [{where}] {snippet}")
     return 0
 

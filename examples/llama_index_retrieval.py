@@ -45,7 +45,8 @@ def load_nodes(folder: Path, counter, chunk_tokens: int = 200) -> list[TextNode]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("docs", nargs="?", type=Path, default=HERE / "docs", help="folder to index (default: %(default)s)")
+    parser.add_argument("docs", nargs="?", type=Path, default=HERE / "docs",
+                        help="folder to index (default: %(default)s)")
     parser.add_argument("--model", default="smollm2-135m", help="embedded model name, .gguf file or model directory")
     parser.add_argument("-q", "--query", action="append", help="a question (repeatable; default: three examples)")
     parser.add_argument("-k", type=int, default=3, help="passages per question")

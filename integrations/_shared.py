@@ -105,7 +105,3 @@ def encode_lock(encoder: Any) -> threading.Lock:
             _ENCODE_LOCKS[encoder] = lock
         return lock
 
-
-def to_lists(vectors: Any) -> list[list[float]]:
-    """A 2-D numpy array as plain Python floats (what both frameworks expect)."""
-    return [[float(x) for x in row] for row in vectors.tolist()]

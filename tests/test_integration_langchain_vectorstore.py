@@ -61,7 +61,8 @@ def tiny_embeddings(tiny_encoder) -> LLM2VecEmbeddings:
 
 def test_persists_without_pickle_and_reloads(tmp_path, tiny_embeddings):
     path = tmp_path / "kb"
-    docs = [Document(page_content=t, metadata={"topic": i, "tags": ["a", "b"]}, id=f"d{i}") for i, t in enumerate(TOPICS)]
+    docs = [Document(page_content=t, metadata={"topic": i, "tags": ["a", "b"]}, id=f"d{i}")
+            for i, t in enumerate(TOPICS)]
     store = LLM2VecVectorStore.from_documents(docs, tiny_embeddings, path=path)
     before = store.similarity_search_with_score(TOPICS[2], k=4)
     store.close()
