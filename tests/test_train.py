@@ -312,3 +312,16 @@ def test_mntp_needs_an_lm_head(tiny_model_dir, corpus_file, tmp_path):
                      batch_size=2, max_length=32, **FAST)
     with pytest.raises(TrainingError, match="no LM head"):
         train_mntp(cfg)
+
+
+def test_resume_of_a_finished_run_is_a_no_op_and_changed_settings_are_refused(causal_dir, corpus_file, tmp_path):
+    out = tmp_path / "m"
+    base = dict(data=str(corpus_file), output_dir=str(out), model=str(causal_dir), steps=2, batch_size=4,
+                max_length=32, **FAST)
+    first = train_mntp(MNTPConfig(**base))
+    weights = (out / "adapter_model.safetensors").read_bytes()
+    again = train_mntp(MNTPConfig(**{**base, "resume": True}))
+    assert again["steps"] == first["steps"] == 2
+    assert (out / "adapter_model.safetensors").read_bytes() == weights
+    with pytest.raises(TrainingError, match="mask_probability"):
+        train_mntp(MNTPConfig(**{**base, "resume": True, "mask_probability": 0.5}))
