@@ -16,7 +16,7 @@ the encoder's achieved GFLOP/s can be read as a fraction of it.
 
     source .venv/bin/activate
     python benchmarks/encode_throughput.py                 # full: 2,000 + 2,000, ~1.5 h on 2 cores
-    python benchmarks/encode_throughput.py --quick         # 64 + 64, bf16 only, < 2 min
+    python benchmarks/encode_throughput.py --quick         # 32 + 32, bf16 only, ~1.5 min idle
 
 Results (checkpointed after every run, so a stopped run resumes where it
 was): benchmarks/reference/results/encode_throughput[-quick].json and .md;
@@ -284,9 +284,9 @@ def markdown(state: dict, summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--docs", type=int, default=None, help="documents (default 2000; 64 with --quick)")
-    ap.add_argument("--queries", type=int, default=None, help="queries (default 2000; 64 with --quick)")
-    ap.add_argument("--quick", action="store_true", help="64 docs + 64 queries, one bf16 run each, no fp32")
+    ap.add_argument("--docs", type=int, default=None, help="documents (default 2000; 32 with --quick)")
+    ap.add_argument("--queries", type=int, default=None, help="queries (default 2000; 32 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="32 docs + 32 queries, one bf16 run each, no fp32")
     ap.add_argument("--repeats", type=int, default=2, help="bf16 runs per contender, alternated")
     ap.add_argument("--fp32-repeats", type=int, default=1)
     ap.add_argument("--no-fp32", action="store_true")
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return our_worker(*args.worker)
-    default_n = 64 if args.quick else 2000
+    default_n = 32 if args.quick else 2000
     args.docs = default_n if args.docs is None else args.docs
     args.queries = default_n if args.queries is None else args.queries
     if args.quick:
