@@ -325,3 +325,18 @@ def test_resume_of_a_finished_run_is_a_no_op_and_changed_settings_are_refused(ca
     assert (out / "adapter_model.safetensors").read_bytes() == weights
     with pytest.raises(TrainingError, match="mask_probability"):
         train_mntp(MNTPConfig(**{**base, "resume": True, "mask_probability": 0.5}))
+
+
+@pytest.mark.slow
+def test_real_smollm2_mntp_step_saves_an_adapter_the_encoder_loads(tmp_path):
+    """One tiny MNTP step on the real SmolLM2 (tied LM head, '_' mask token), reloaded by the encoder."""
+    data = tmp_path / "c.txt"
+    data.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    out = tmp_path / "mntp"
+    cfg = MNTPConfig(data=str(data), output_dir=str(out), model="smollm2-135m-base", steps=1, batch_size=2,
+                     max_length=32, learning_rate=1e-3, bf16="off", quiet=True, save_every=0)
+    card, tm = train_mntp(cfg, return_model=True)
+    assert card["data"]["mask_token"] == "_" and card["first_loss"] > 0
+    trained = _vectors(tm, TEXTS[:2])
+    loaded = LLM2Vec.from_pretrained("smollm2-135m-base", adapters=[str(out)], dtype="float32", device="cpu")
+    np.testing.assert_allclose(loaded.encode(TEXTS[:2]), trained, rtol=1e-3, atol=1e-4)
