@@ -161,8 +161,3 @@ class SupervisedConfig(TrainConfig):
             raise LLM2VecError("negatives_per_query, mine_negatives and mine_skip must be >= 0")
         if self.batch_size < 2:
             raise LLM2VecError("contrastive training needs a batch of at least 2 queries (in-batch negatives)")
-
-
-def config_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of a config class, in declaration order (overrides keep their first position)."""
-    return list(dataclasses.fields(cls))

@@ -382,7 +382,7 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps * self.examples_per_step / max(elapsed, 1e-9)
                 if progress is not None:
-                    progress.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}", refresh=False)
+                    progress.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.2f}", refresh=False)
                     progress.update(1)
                 if done % max(1, config.log_every) == 0 or done == self.total:
                     entry = {"step": done, "loss": round(sum(recent) / len(recent), 5), "lr": lr,
