@@ -20,8 +20,10 @@ index_dir_option = click.option(
 @click.option("--index-type", default=None,
               help="flat (exact, default), hnsw, ivf-pq, sq8 or a FAISS factory string; changing it rebuilds FAISS "
                    "from the stored vectors.")
-@click.option("--chunk-tokens", type=int, default=256, show_default=True, help="Chunk size in model tokens.")
-@click.option("--overlap", type=int, default=32, show_default=True, help="Tokens of whole sentences repeated.")
+@click.option("--chunk-tokens", type=int, default=None,
+              help="Chunk size in model tokens (default: the index's last setting, else 256).")
+@click.option("--overlap", type=int, default=None,
+              help="Tokens of whole sentences repeated between chunks (default: the index's, else 32).")
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files or folders matching this glob (repeatable).")
 @click.option("--ext", "extensions", multiple=True,

@@ -131,3 +131,12 @@ def test_unchanged_run_does_not_load_the_model(runner, docs, tmp_path, monkeypat
     (docs / "new.txt").write_text("fresh words")
     invoke(runner, "index", docs, "--index", ix, "--quiet")
     assert loads == ["fake:", "fake:"]  # the recorded model, loaded once there was work
+
+
+def test_chunk_settings_are_remembered(runner, docs, tmp_path):
+    ix = tmp_path / "ix"
+    invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet", "--chunk-tokens", "64")
+    again = invoke(runner, "index", docs, "--index", ix, "--quiet")
+    assert "unchanged 5" in again.stdout
+    changed = invoke(runner, "index", docs, "--index", ix, "--quiet", "--chunk-tokens", "128")
+    assert "updated 5" in changed.stdout

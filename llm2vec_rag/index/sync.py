@@ -82,8 +82,8 @@ def sync_folder(
     exclude: Sequence[str] = (),
     extensions: Sequence[str] | None = None,
     max_file_mb: float = 20.0,
-    chunk_tokens: int = 256,
-    overlap: int = 32,
+    chunk_tokens: int | None = None,
+    overlap: int | None = None,
     batch_size: int = 32,
     commit_chunks: int = 256,
     progress: bool = True,
@@ -94,6 +94,12 @@ def sync_folder(
     """Index ``folder`` into ``index`` incrementally and save; see the module docstring."""
     start_time = time.perf_counter()
     log = index._log
+    # None: the settings this index was last built with (so a re-run does not re-chunk), else 256/32.
+    chunk_tokens = int(index.info.get("chunk_tokens", 256)) if chunk_tokens is None else int(chunk_tokens)
+    if overlap is None:
+        overlap = int(index.info.get("overlap", 32))
+        overlap = overlap if overlap < chunk_tokens else chunk_tokens // 8
+    overlap = int(overlap)
     if chunk_tokens < 8:
         raise LLM2VecError(f"--chunk-tokens must be at least 8, got {chunk_tokens}")
     if not 0 <= overlap < chunk_tokens:
@@ -220,6 +226,10 @@ def sync_folder(
         with index.meta.transaction() as conn:
             conn.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
                              [(t["size"], t["mtime_ns"], t["path"]) for t in touch])
+    if index.info.get("chunk_tokens") != chunk_tokens or index.info.get("overlap") != overlap:
+        with index.meta.transaction() as conn:
+            index.meta.set_info({"chunk_tokens": chunk_tokens, "overlap": overlap}, conn)
+        index.info = index.meta.info()
     index.save()
     report.skipped = sum(n for r, n in report.skipped_reasons.items())
     report.total_chunks = len(index)
