@@ -90,6 +90,17 @@ def get_encoder(
         return encoder
 
 
+def resolve_encoder(encoder: Any, model: str | os.PathLike[str], **load_options: Any) -> LLM2Vec:
+    """The encoder an adapter object uses: the one it was given, else the shared one for its load arguments."""
+    if encoder is None:
+        return get_encoder(model, **load_options)
+    from llm2vec_rag.encoder import LLM2Vec
+
+    if not isinstance(encoder, LLM2Vec):
+        raise TypeError(f"encoder must be an LLM2Vec, got {type(encoder).__name__}")
+    return encoder
+
+
 def clear_encoder_cache() -> None:
     """Forget cached encoders (their memory is freed once no adapter object holds them)."""
     with _CACHE_LOCK:

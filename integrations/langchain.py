@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ._shared import DEFAULT_MODEL, encode_lock, get_encoder, require
+from ._shared import DEFAULT_MODEL, encode_lock, require, resolve_encoder
 
 require("langchain_core", "langchain", "langchain-core")
 
@@ -80,22 +80,12 @@ class LLM2VecEmbeddings(BaseModel, Embeddings):
         return values
 
     def model_post_init(self, __context: Any) -> None:
+        self._encoder = resolve_encoder(
+            self.encoder, self.model, adapters=self.adapters, device=self.device, dtype=self.dtype,
+            pooling_mode=self.pooling_mode, max_length=self.max_length,
+        )
         if self.encoder is not None:
-            from llm2vec_rag.encoder import LLM2Vec
-
-            if not isinstance(self.encoder, LLM2Vec):
-                raise TypeError(f"encoder must be an LLM2Vec, got {type(self.encoder).__name__}")
-            self._encoder = self.encoder
             self.model = self.encoder.name
-        else:
-            self._encoder = get_encoder(
-                self.model,
-                adapters=self.adapters,
-                device=self.device,
-                dtype=self.dtype,
-                pooling_mode=self.pooling_mode,
-                max_length=self.max_length,
-            )
 
     @property
     def client(self) -> LLM2Vec:

@@ -12,7 +12,7 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
-from ._shared import DEFAULT_MODEL, encode_lock, get_encoder, require
+from ._shared import DEFAULT_MODEL, encode_lock, require, resolve_encoder
 
 require("llama_index.core", "llama-index", "llama-index-core")
 
@@ -59,22 +59,12 @@ class LLM2VecEmbedding(BaseEmbedding):
         return values
 
     def model_post_init(self, __context: Any) -> None:
+        self._encoder = resolve_encoder(
+            self.encoder, self.model_name, adapters=self.adapters, device=self.device, dtype=self.dtype,
+            pooling_mode=self.pooling_mode, max_length=self.max_length,
+        )
         if self.encoder is not None:
-            from llm2vec_rag.encoder import LLM2Vec
-
-            if not isinstance(self.encoder, LLM2Vec):
-                raise TypeError(f"encoder must be an LLM2Vec, got {type(self.encoder).__name__}")
-            self._encoder = self.encoder
             self.model_name = self.encoder.name
-        else:
-            self._encoder = get_encoder(
-                self.model_name,
-                adapters=self.adapters,
-                device=self.device,
-                dtype=self.dtype,
-                pooling_mode=self.pooling_mode,
-                max_length=self.max_length,
-            )
 
     @classmethod
     def class_name(cls) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonl import iter_jsonl
 from ..errors import LLM2VecError
 from ..runtime import cache_dir
 
@@ -65,17 +66,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise LLM2VecError(f"{path} not found (expected the BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LLM2VecError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise LLM2VecError(f"{path}:{number}: expected an object with an _id field")
-            rows.append(row)
+    for number, row in iter_jsonl(path):
+        if "_id" not in row:
+            raise LLM2VecError(f"{path}:{number}: expected an object with an _id field")
+        rows.append(row)
     return rows
 
 

@@ -15,9 +15,6 @@ exactly the batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -27,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLM2VecError
+from ..jsonl import iter_jsonl, open_text
 
 
 class TrainingDataError(LLM2VecError):
@@ -51,10 +49,6 @@ def _suffixes(path: Path) -> list[str]:
     return [s.lower() for s in path.suffixes]
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 def detokenize_wikitext(line: str) -> str:
@@ -75,23 +69,16 @@ def _is_jsonl(path: Path) -> bool:
 
 
 def _read_jsonl_texts(path: Path) -> Iterator[str]:
-    with _open_text(path) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainingDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise TrainingDataError(f"{path}:{number}: expected an object with a string 'text' field")
-            if row["text"].strip():
-                yield row["text"].strip()
+    for number, row in iter_jsonl(path, TrainingDataError):
+        if not isinstance(row.get("text"), str):
+            raise TrainingDataError(f"{path}:{number}: expected an object with a string 'text' field")
+        if row["text"].strip():
+            yield row["text"].strip()
 
 
 def _read_line_texts(path: Path) -> Iterator[str]:
     wiki = "wikitext" in str(path).lower() or ".raw" in _suffixes(path)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for number, line in enumerate(fh, 1):
             if "\x00" in line:
                 raise TrainingDataError(f"{path}:{number}: binary data (NUL byte) in a text file")
@@ -108,7 +95,7 @@ def _read_line_texts(path: Path) -> Iterator[str]:
 
 def _read_document(path: Path) -> Iterator[str]:
     """A .txt/.md document: paragraphs separated by blank lines, joined into single lines."""
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         content = fh.read()
     if "\x00" in content:
         line = content[: content.index("\x00")].count("\n") + 1
@@ -194,28 +181,19 @@ def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
     if not path.is_file():
         raise TrainingDataError(f"pairs file {path} does not exist")
     pairs: list[Pair] = []
-    with _open_text(path) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainingDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise TrainingDataError(f"{path}:{number}: expected a JSON object")
-            query, positive = row.get("query"), row.get("positive")
-            if not isinstance(query, str) or not query.strip():
-                raise TrainingDataError(f"{path}:{number}: missing or empty string field 'query'")
-            if not isinstance(positive, str) or not positive.strip():
-                raise TrainingDataError(f"{path}:{number}: missing or empty string field 'positive'")
-            negatives = row.get("negatives", [])
-            if "negative" in row:
-                negatives = [row["negative"], *(negatives or [])]
-            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-                raise TrainingDataError(f"{path}:{number}: 'negative' must be a string, 'negatives' a list of strings")
-            pairs.append(Pair(query.strip(), positive.strip(), [n for n in negatives if n.strip()],
-                              query_id=str(number), positive_id=positive.strip()))
+    for number, row in iter_jsonl(path, TrainingDataError):
+        query, positive = row.get("query"), row.get("positive")
+        if not isinstance(query, str) or not query.strip():
+            raise TrainingDataError(f"{path}:{number}: missing or empty string field 'query'")
+        if not isinstance(positive, str) or not positive.strip():
+            raise TrainingDataError(f"{path}:{number}: missing or empty string field 'positive'")
+        negatives = row.get("negatives", [])
+        if "negative" in row:
+            negatives = [row["negative"], *(negatives or [])]
+        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+            raise TrainingDataError(f"{path}:{number}: 'negative' must be a string, 'negatives' a list of strings")
+        pairs.append(Pair(query.strip(), positive.strip(), [n for n in negatives if n.strip()],
+                          query_id=str(number), positive_id=positive.strip()))
     if not pairs:
         raise TrainingDataError(f"{path} holds no pairs")
     return pairs
