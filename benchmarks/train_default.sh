@@ -10,6 +10,12 @@ RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 source .venv/bin/activate
 
+# A finished MNTP stage is committed in benchmarks/artifacts/ (a later session's machine may not
+# keep runs/): start from it instead of training MNTP again.
+if [ ! -f "$RUNS/mntp-wikitext2/adapter_model.safetensors" ] && [ -f benchmarks/artifacts/mntp-wikitext2/training_card.json ]; then
+  mkdir -p "$RUNS/mntp-wikitext2" && cp benchmarks/artifacts/mntp-wikitext2/* "$RUNS/mntp-wikitext2/"
+fi
+
 llm2vec-rag train mntp "$DATA/wikitext-2-raw/train.raw.gz" --model smollm2-135m-base \
   --output-dir "$RUNS/mntp-wikitext2" --steps 200 --batch-size 8 --max-length 128 \
   --lr 1e-4 --warmup-steps 20 --save-every 10 --log-every 5 --threads 2 --seed 42 --resume \
