@@ -1,7 +1,6 @@
 """LangChain embeddings: the langchain-tests standard suites on the tiny model, plus our own guarantees."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
 from llm2vec_rag.integrations import _shared  # noqa: E402
 from llm2vec_rag.integrations.langchain import LLM2VecEmbeddings  # noqa: E402
+from loop_ticks import count_ticks_while
 
 
 def _tiny_params(path: Path) -> dict[str, Any]:
@@ -119,20 +119,11 @@ async def test_async_embedding_keeps_event_loop_responsive(tiny_encoder, monkeyp
 
     monkeypatch.setattr(tiny_encoder, "encode", slow_encode)
     emb = LLM2VecEmbeddings(encoder=tiny_encoder)
-    ticks = 0
-    done = asyncio.Event()
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
+    async def work():
+        return await emb.aembed_documents(["a cell", "a wing"]), await emb.aembed_query("what is a cell?")
 
-    task = asyncio.create_task(ticker())
-    docs = await emb.aembed_documents(["a cell", "a wing"])
-    query = await emb.aembed_query("what is a cell?")
-    done.set()
-    await task
+    (docs, query), ticks = await count_ticks_while(work)
     assert ticks >= 20, f"event loop was blocked during embedding (only {ticks} ticks in ~1.2 s)"
     monkeypatch.undo()
     assert np.allclose(docs, emb.embed_documents(["a cell", "a wing"]), atol=1e-5)

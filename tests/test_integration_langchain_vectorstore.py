@@ -17,6 +17,7 @@ from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noq
 
 from llm2vec_rag.errors import IndexModelMismatchError, IndexNotFoundError  # noqa: E402
 from llm2vec_rag.integrations.langchain import LLM2VecEmbeddings, LLM2VecVectorStore  # noqa: E402
+from loop_ticks import count_ticks_while
 
 TOPICS = [
     "Cells are the basic structural and functional unit of every living organism.",
@@ -146,20 +147,12 @@ async def test_async_search_does_not_block_the_loop(tiny_embeddings):
     store = LLM2VecVectorStore(tiny_embeddings)
     try:
         ids = await store.aadd_texts(TOPICS)
-        ticks = 0
-        done = asyncio.Event()
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0)
+        async def work():
+            return (await asyncio.gather(*(store.asimilarity_search(t, k=1) for t in TOPICS)),
+                    await store.aget_by_ids(ids))
 
-        task = asyncio.create_task(ticker())
-        results = await asyncio.gather(*(store.asimilarity_search(t, k=1) for t in TOPICS))
-        found = await store.aget_by_ids(ids)
-        done.set()
-        await task
+        (results, found), ticks = await count_ticks_while(work, interval=0)
         assert ticks > 0 and len(results) == 4 and [d.id for d in found] == ids
         assert store._worker.executor._threads and all(t is not threading.current_thread()
                                                        for t in store._worker.executor._threads)

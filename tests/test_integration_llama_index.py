@@ -1,7 +1,6 @@
 """LlamaIndex embedding adapter: query/text embedding, batching, async, Settings and VectorStoreIndex retrieval."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 
 from llm2vec_rag.integrations import _shared  # noqa: E402
 from llm2vec_rag.integrations.llama_index import LLM2VecEmbedding  # noqa: E402
+from loop_ticks import count_ticks_while
 
 TOPICS = [
     "Cells are the basic structural and functional unit of every living organism.",
@@ -89,21 +89,12 @@ async def test_async_variants_match_sync_and_do_not_block(tiny_encoder, monkeypa
         return real_encode(*args, **kwargs)
 
     monkeypatch.setattr(tiny_encoder, "encode", slow_encode)
-    ticks = 0
-    done = asyncio.Event()
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
+    async def work():
+        return (await emb.aget_text_embedding_batch(TOPICS[:2]), await emb.aget_query_embedding("what is a cell?"),
+                await emb.aget_text_embedding(TOPICS[0]))
 
-    task = asyncio.create_task(ticker())
-    texts = await emb.aget_text_embedding_batch(TOPICS[:2])
-    query = await emb.aget_query_embedding("what is a cell?")
-    one = await emb.aget_text_embedding(TOPICS[0])
-    done.set()
-    await task
+    (texts, query, one), ticks = await count_ticks_while(work)
     assert ticks >= 25, f"event loop blocked during embedding ({ticks} ticks in ~1.5 s)"
     assert np.allclose(texts, expected_texts, atol=1e-5) and np.allclose(query, expected_query, atol=1e-5)
     assert np.allclose(one, expected_texts[0], atol=1e-5)
