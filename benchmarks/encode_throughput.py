@@ -72,11 +72,12 @@ def our_worker(job_path: str, reply_path: str) -> int:
     for run in job["runs"]:
         items = json.loads(Path(run["inputs"]).read_text(encoding="utf-8"))
         enc.encode(items[:WARMUP], batch_size=int(job["batch_size"]), show_progress_bar=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         vecs = enc.encode(items, batch_size=int(job["batch_size"]), show_progress_bar=False)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         np.save(run["out"], np.asarray(vecs, dtype=np.float32))
-        reply["runs"].append({"name": run["name"], "seconds": seconds, "ok": True, "shape": list(vecs.shape)})
+        reply["runs"].append({"name": run["name"], "seconds": seconds, "cpu_seconds": cpu, "ok": True,
+                              "shape": list(vecs.shape)})
         log(f"ours {job['dtype']} {run['name']}: {seconds:.1f}s")
     Path(reply_path).write_text(json.dumps(reply), encoding="utf-8")
     return 0
@@ -179,6 +180,7 @@ def execute(run: dict, args, export: Path, inputs: dict, work: Path, ref_python:
     sub = [{"name": k, "inputs": str(inputs[k]), "out": out[k]} for k in ("docs", "queries")]
     import os
 
+    matmul_before = matmul_gflops(args.threads, seconds=1.0)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     if run["contender"] == "ours":
@@ -202,7 +204,8 @@ def execute(run: dict, args, export: Path, inputs: dict, work: Path, ref_python:
     if bad:
         raise RuntimeError(f"{run['id']} failed: {bad}")
     secs = {r["name"]: r["seconds"] for r in reply["runs"]}
-    return {**run, "seconds": secs, "vectors": out, "process_seconds": time.perf_counter() - t0,
+    cpu = {r["name"]: r.get("cpu_seconds") for r in reply["runs"]}
+    return {**run, "seconds": secs, "cpu_seconds": cpu, "matmul_gflops_before": matmul_before, "vectors": out, "process_seconds": time.perf_counter() - t0,
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "detail": {k: v for k, v in reply.items() if k != "runs"} | {"runs": reply["runs"]}}
 
@@ -219,16 +222,23 @@ def summarize(state: dict) -> dict:
         row = {"runs": len(rs)}
         for part in ("docs", "queries"):
             times = [r["seconds"][part] for r in rs]
+            best_run = rs[int(np.argmin(times))]
             best = min(times)
             texts = costs[part]["texts"]
             tokens = state["minilm_tokens"][part] if name.startswith("minilm") else costs[part]["tokens"]
             row[part] = {"seconds": times, "best_seconds": best, "texts_per_s": texts / best,
                          "tokens_per_s": tokens / best, "texts_per_s_all": [texts / t for t in times]}
+            cpus = [(r.get("cpu_seconds") or {}).get(part) for r in rs]
+            if all(c is not None for c in cpus):
+                row[part].update(cpu_seconds=cpus, texts_per_cpu_s=texts / min(cpus),
+                                 texts_per_cpu_s_all=[texts / c for c in cpus])
             if not name.startswith("minilm"):
                 gflops = costs[part]["flops"] / best / 1e9
                 row[part]["achieved_gflops"] = gflops
                 dt = "bf16" if name.endswith("bf16") else "fp32"
-                row[part]["fraction_of_matmul_peak"] = gflops / max(peak[dt])
+                paired = (best_run.get("matmul_gflops_before") or {}).get(dt)
+                row[part]["matmul_gflops_paired"] = paired
+                row[part]["fraction_of_matmul_peak"] = gflops / (paired or max(peak[dt]))
         total_best = row["docs"]["best_seconds"] + row["queries"]["best_seconds"]
         row["total"] = {"texts_per_s": (costs["docs"]["texts"] + costs["queries"]["texts"]) / total_best}
         table[name] = row
@@ -237,6 +247,8 @@ def summarize(state: dict) -> dict:
         o, f = table.get(f"ours-{dt}"), table.get(f"reference-{dt}")
         if o and f:
             ratios[dt] = {p: o[p]["texts_per_s"] / f[p]["texts_per_s"] for p in ("docs", "queries", "total")}
+            if "texts_per_cpu_s" in o["docs"] and "texts_per_cpu_s" in f["docs"]:
+                ratios[dt]["cpu"] = {p: o[p]["texts_per_cpu_s"] / f[p]["texts_per_cpu_s"] for p in ("docs", "queries")}
     cosines = {}
     for dt, dtype in (("bf16", "bfloat16"), ("fp32", "float32")):
         o = next((r for r in runs.values() if r["contender"] == "ours" and r["dtype"] == dtype), None)
@@ -258,27 +270,37 @@ def markdown(state: dict, summary: dict) -> str:
         f"{c['queries']['mean_tokens']:.0f}); SmolLM2 tokenizer counts. Batch {state['settings']['batch_size']}, "
         f"{state['settings']['threads']} threads. Best of the runs listed.",
         "",
-        "| contender | runs | docs texts/s | docs tokens/s | queries texts/s | queries tokens/s | all texts/s | "
-        "docs GFLOP/s (% of matmul) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| contender | runs | docs texts/s (each run) | docs tokens/s | docs texts/CPU-s | queries texts/s (each run) "
+        "| queries tokens/s | queries texts/CPU-s | all texts/s | docs GFLOP/s (% of paired matmul) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary["contenders"].items():
         d, q = row["docs"], row["queries"]
         g = (f"{d['achieved_gflops']:.0f} ({100 * d['fraction_of_matmul_peak']:.0f}%)"
              if "achieved_gflops" in d else "-")
-        runs_d = ", ".join(f"{x:.1f}" for x in d["texts_per_s_all"])
-        lines.append(f"| {name} | {row['runs']} | {d['texts_per_s']:.1f} ({runs_d}) | {d['tokens_per_s']:,.0f} | "
-                     f"{q['texts_per_s']:.1f} | {q['tokens_per_s']:,.0f} | {row['total']['texts_per_s']:.1f} | {g} |")
+        runs_d = ", ".join(f"{x:.2f}" for x in d["texts_per_s_all"])
+        runs_q = ", ".join(f"{x:.1f}" for x in q["texts_per_s_all"])
+        cpu_d = f"{d['texts_per_cpu_s']:.2f}" if "texts_per_cpu_s" in d else "-"
+        cpu_q = f"{q['texts_per_cpu_s']:.1f}" if "texts_per_cpu_s" in q else "-"
+        lines.append(f"| {name} | {row['runs']} | {d['texts_per_s']:.2f} ({runs_d}) | {d['tokens_per_s']:,.0f} | {cpu_d} | "
+                     f"{q['texts_per_s']:.1f} ({runs_q}) | {q['tokens_per_s']:,.0f} | {cpu_q} | "
+                     f"{row['total']['texts_per_s']:.1f} | {g} |")
     lines.append("")
     for dt, r in summary["ratio_ours_over_reference"].items():
-        lines.append(f"- ours / reference, {dt}: docs {r['docs']:.2f}x, queries {r['queries']:.2f}x, "
-                     f"all {r['total']:.2f}x")
+        lines.append(f"- ours / reference, {dt}, wall clock (best runs): docs {r['docs']:.2f}x, "
+                     f"queries {r['queries']:.2f}x, all {r['total']:.2f}x"
+                     + (f"; per CPU-second: docs {r['cpu']['docs']:.2f}x, queries {r['cpu']['queries']:.2f}x"
+                        if "cpu" in r else ""))
     for dt, r in summary["cosine_ours_vs_reference"].items():
         lines.append(f"- cosine ours vs reference, {dt}: docs min {r['docs']['min']:.6f} mean {r['docs']['mean']:.6f}; "
                      f"queries min {r['queries']['min']:.6f} mean {r['queries']['mean']:.6f}")
     m = state["matmul_gflops"]
     lines.append(f"- dense {2048}x{2048} matmul, {state['settings']['threads']} threads: bf16 {m['bf16']} GFLOP/s, "
-                 f"fp32 {m['fp32']} GFLOP/s (start, end)")
+                 f"fp32 {m['fp32']} GFLOP/s (start, end of the invocation)")
+    paired = [f"{rid}: bf16 {r['matmul_gflops_before']['bf16']}, fp32 {r['matmul_gflops_before']['fp32']}, "
+              f"load {r['loadavg_1m_before_after'][0]}" for rid, r in state["runs"].items() if r.get("matmul_gflops_before")]
+    if paired:
+        lines.append("- matmul GFLOP/s and 1-min load average just before each run: " + "; ".join(paired))
     return "\n".join(lines) + "\n"
 
 
@@ -305,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     args.queries = default_n if args.queries is None else args.queries
     if args.quick:
         args.repeats, args.no_fp32 = 1, True
-    out = args.out or RESULTS / ("encode_throughput-quick.json" if args.quick else "encode_throughput.json")
+    out = args.out or RESULTS / (f"encode_throughput-{'quick-' if args.quick else ''}"
+                                 f"{args.docs}d-{args.queries}q.json")
 
     import torch
 
