@@ -73,11 +73,12 @@ def tiny_tokenizer():
     return build_tiny_tokenizer()
 
 
-def write_tiny_model_dir(path: Path, model_type: str = "llama", seed: int = 0) -> Path:
-    from transformers import AutoModel
+def write_tiny_model_dir(path: Path, model_type: str = "llama", seed: int = 0, causal_lm: bool = False) -> Path:
+    """A tiny random model and the tiny tokenizer; ``causal_lm`` keeps the LM head (for MNTP)."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModel.from_config(tiny_config(model_type))
+    model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(tiny_config(model_type))
     model.save_pretrained(path)
     build_tiny_tokenizer().save_pretrained(path)
     return path

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CORPUS, build_tiny_tokenizer
-from tiny_models import tiny_config
+from conftest import CORPUS, build_tiny_tokenizer, write_tiny_model_dir
 
 from llm2vec_rag import LLM2Vec
 from llm2vec_rag.cli.main import cli
@@ -40,12 +39,7 @@ FAST = dict(bf16="off", threads=1, quiet=True, save_every=0, log_every=1)
 
 def write_causal_dir(path: Path, seed: int = 0) -> Path:
     """A tiny LlamaForCausalLM (with its LM head) and the tiny tokenizer."""
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    LlamaForCausalLM(tiny_config("llama")).save_pretrained(path)
-    build_tiny_tokenizer().save_pretrained(path)
-    return path
+    return write_tiny_model_dir(path, seed=seed, causal_lm=True)
 
 
 @pytest.fixture(scope="module")
