@@ -20,6 +20,11 @@ index_dir_option = click.option(
 @click.option("--index-type", default=None,
               help="flat (exact, default), hnsw, ivf-pq, sq8 or a FAISS factory string; changing it rebuilds FAISS "
                    "from the stored vectors.")
+@click.option("--backend", type=click.Choice(["faiss", "qdrant"], case_sensitive=False), default=None,
+              help="Vector engine: faiss (a file in --index, default) or qdrant (a local collection in --index, or "
+                   "the server at --url). Switching an existing index copies its stored vectors, no re-embedding.")
+@click.option("--url", default=None, help="Qdrant server, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY).")
+@click.option("--collection", default=None, help="Qdrant collection name (default: derived from the --index path).")
 @click.option("--chunk-tokens", type=int, default=None,
               help="Chunk size in model tokens (default: the index's last setting, else 256).")
 @click.option("--overlap", type=int, default=None,
@@ -34,31 +39,46 @@ index_dir_option = click.option(
 @click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
 @click.option("--no-gitignore", is_flag=True, help="Ignore .gitignore rules.")
 @click.option("--rebuild", is_flag=True, help="Start the index over (needed to switch models).")
+@click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Embed with Ray Data actors, one model each (one per GPU, else CPU actors); files are still read "
+                   "and chunked here. --ray alone starts a local Ray runtime (put it after FOLDER); --ray auto or "
+                   "--ray ray://HOST:10001 joins a cluster. Commits every 4096 chunks. Needs llm2vec-rag[ray].")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+              help="Number of Ray actors (default: one per GPU, else CPUs // 4).")
 @json_option
 @quiet_option
-def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, index_type, chunk_tokens,
+def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, index_type, backend, url,
+          collection, chunk_tokens,
           overlap, include, exclude, extensions, max_file_mb, batch_size, instruction, hidden, no_gitignore,
-          rebuild, as_json, quiet) -> None:
+          rebuild, ray, ray_actors, as_json, quiet) -> None:
     """Index FOLDER (or one file) into --index; re-runs embed only new or changed files."""
     from llm2vec_rag.errors import LLM2VecError
     from llm2vec_rag.index import Index
 
     if max_file_mb <= 0:
         raise LLM2VecError(f"--max-file-mb must be positive, got {max_file_mb}")
+    if ray is not None:
+        from llm2vec_rag.index.ray_embed import require_ray
+
+        require_ray()  # before a model loads
+    elif ray_actors is not None:
+        raise LLM2VecError("--ray-actors needs --ray")
     ctx = click.get_current_context()
     explicit = ctx.get_parameter_source("model") != ParameterSource.DEFAULT or adapters
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     idx = Index.open(index_dir, model=model if explicit else None, adapters=adapters, index_type=index_type,
-                     query_instruction=instruction, rebuild=rebuild, log=log, pooling_mode=pooling_mode,
+                     query_instruction=instruction, rebuild=rebuild, log=log, backend=backend, url=url,
+                     collection=collection, pooling_mode=pooling_mode,
                      dtype=dtype, device=device, max_length=max_length)
     try:
         report = idx.update(folder, include=include, exclude=exclude, extensions=list(extensions) or None,
                             max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap,
-                            batch_size=batch_size, progress=not quiet, hidden=hidden, gitignore=not no_gitignore)
+                            batch_size=batch_size, progress=not quiet, hidden=hidden, gitignore=not no_gitignore,
+                            ray=ray, ray_actors=ray_actors)
         stats = idx.stats()
     finally:
         idx.close()
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "index": stats}))
+        click.echo(json.dumps({**report.to_dict(), "index": stats, **({"ray": ray} if ray else {})}))
     else:
         click.echo(f"{index_dir}: {report.summary()}")

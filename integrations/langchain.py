@@ -222,7 +222,7 @@ class _Worker:
 
 
 class LLM2VecVectorStore(VectorStore):
-    """A LangChain vector store over the toolkit's index (FAISS + SQLite in one directory).
+    """A LangChain vector store over the toolkit's index (SQLite + FAISS, or + Qdrant with ``backend="qdrant"``).
 
     ``path`` is where the index lives; without one the store is temporary
     (a directory removed on :meth:`close` or at exit). Vectors are compared
@@ -232,7 +232,8 @@ class LLM2VecVectorStore(VectorStore):
     """
 
     def __init__(self, embedding: Embeddings, path: str | os.PathLike[str] | None = None, *,
-                 index_type: str = "flat", overwrite: bool = False) -> None:
+                 index_type: str = "flat", overwrite: bool = False, backend: str | None = None,
+                 url: str | None = None, collection: str | None = None) -> None:
         from llm2vec_rag.index import Index
         from llm2vec_rag.index.meta import META_FILE
 
@@ -253,6 +254,7 @@ class LLM2VecVectorStore(VectorStore):
                 self._index = self._worker.run(
                     Index.create, self.path, encoder, model=model, index_type=index_type,
                     query_instruction=query_instruction, overwrite=overwrite, log=quiet,
+                    backend=backend, url=url, collection=collection,
                 )
         except BaseException:
             self._finalizer()

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
-from . import store
+from .backend import VectorBackend, backend_settings, check_index_type, make_backend
+from .backend import normalise as _normalise
 from .faults import crash_point
 from .lock import WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore
@@ -31,14 +32,6 @@ from .records import Hit, Record, record_from_row, stable_id
 
 DEFAULT_INDEX_DIR = ".llm2vec-rag"
 Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class ChunkRow:
@@ -95,24 +88,23 @@ class Index:
         self._lock = lock
         self._log = log or (lambda message: print(message, file=sys.stderr))
         self._encoder_options = dict(encoder_options or {})
-        self._faiss: Any = None
-        self._factory = ""
-        self._dirty = False
-        self._needs_rebuild = False
         self.info = meta.info()
+        self._backend: VectorBackend | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, path: str | os.PathLike[str] = DEFAULT_INDEX_DIR, encoder: Any = None, *,
                model: str | None = None, adapters: Sequence[str] = (), index_type: str = "flat",
                query_instruction: str | None = None, overwrite: bool = False,
-               log: Callable[[str], None] | None = None, **encoder_options: Any) -> Index:
+               log: Callable[[str], None] | None = None, backend: str | None = None, url: str | None = None,
+               collection: str | None = None, **encoder_options: Any) -> Index:
         """A new, empty, writable index (``overwrite`` replaces an existing one)."""
         folder = Path(path).expanduser()
         if (folder / META_FILE).exists() and not overwrite:
             raise LLM2VecError(f"an index already exists at {folder}; use Index.load or overwrite=True")
         return cls.open(folder, encoder, model=model, adapters=adapters, index_type=index_type,
-                        query_instruction=query_instruction, rebuild=True, log=log, **encoder_options)
+                        query_instruction=query_instruction, rebuild=True, log=log, backend=backend, url=url,
+                        collection=collection, **encoder_options)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_INDEX_DIR, encoder: Any = None, *, writable: bool = False,
@@ -141,11 +133,15 @@ class Index:
     @classmethod
     def open(cls, path: str | os.PathLike[str] = DEFAULT_INDEX_DIR, encoder: Any = None, *, model: str | None = None,
              adapters: Sequence[str] = (), index_type: str | None = None, query_instruction: str | None = None,
-             rebuild: bool = False, log: Callable[[str], None] | None = None, **encoder_options: Any) -> Index:
+             rebuild: bool = False, log: Callable[[str], None] | None = None, backend: str | None = None,
+             url: str | None = None, collection: str | None = None, **encoder_options: Any) -> Index:
         """Open for writing, creating the index when missing; takes the write lock before loading a model.
 
         With neither ``encoder`` nor ``model``, an existing index reloads the model it recorded;
         a different model is an error unless ``rebuild`` (which starts the index over).
+        ``backend`` is ``faiss`` (default) or ``qdrant`` (``url`` of a server, else a local
+        collection inside the index folder; ``collection`` names it). Switching the backend or
+        the index type of an existing index rebuilds the vectors' side from SQLite, no re-embedding.
         """
         folder = Path(path).expanduser()
         if folder.exists() and not folder.is_dir():
@@ -163,36 +159,49 @@ class Index:
                 if encoder is not None:  # else the recorded model, loaded when something needs embedding
                     index._check_encoder(encoder)
                     index._encoder = encoder
-                if index_type is not None and index_type != index.info.get("index_type"):
-                    store.validate_index_type(index_type, int(index.info["dim"]))
-                    index._log(f"note: changing the index type from {index.info.get('index_type')} to "
-                               f"{index_type}: rebuilding FAISS from the stored vectors (no re-embedding)")
+                changes = backend_settings(backend, url, collection, folder, index.info)
+                new_type = index_type if index_type is not None else index.info.get("index_type", "flat")
+                if changes or new_type != index.info.get("index_type"):
+                    check_index_type(changes.get("backend", index.info.get("backend", "faiss")), new_type,
+                                     int(index.info["dim"]))
+                    if index_type is not None and index_type != index.info.get("index_type"):
+                        index._log(f"note: changing the index type from {index.info.get('index_type')} to "
+                                   f"{index_type}: rebuilding the vector index from the stored vectors "
+                                   "(no re-embedding)")
+                    if changes:
+                        index._log(f"note: moving the vectors to {_describe_target(changes, index.info)}: "
+                                   "copying them from the stored vectors (no re-embedding)")
+                        if index.info.get("backend", "faiss") == "faiss":
+                            _wipe_faiss(folder)
                     with meta.transaction() as conn:
-                        meta.set_info({"index_type": index_type}, conn)
+                        meta.set_info({**changes, "index_type": new_type, "backend_rows_version": -1,
+                                       "faiss_rows_version": -1}, conn)
                     index.info = meta.info()
-                    index._needs_rebuild = True
-                    index._dirty = True
+                    index.backend.mark_stale()
                 if query_instruction is not None and query_instruction != index.info.get("query_instruction"):
                     with meta.transaction() as conn:
                         meta.set_info({"query_instruction": query_instruction}, conn)
                     index.info = meta.info()
-                index._reconcile()
+                index.backend.reconcile()
                 return index
             if rebuild:
                 _wipe(folder)
             kind = index_type or "flat"
+            settings = {"backend": "faiss", **backend_settings(backend, url, collection, folder, {})}
+            check_index_type(settings["backend"], kind)
             if encoder is None:
                 encoder = load_encoder(model or _default_model(), adapters, **_load_options(encoder_options))
-            store.validate_index_type(kind, int(encoder.dim))
+            check_index_type(settings["backend"], kind, int(encoder.dim))
             meta = MetaStore(folder / META_FILE, create=True)
             record = encoder_record(encoder, model, adapters)
             if query_instruction is not None:
                 record["query_instruction"] = query_instruction
             with meta.transaction() as conn:
-                meta.set_info({**record, "format": FORMAT_VERSION, "index_type": kind, "created_at": time.time(),
-                               "rows_version": 0, "faiss_generation": 0, "faiss_rows_version": -1}, conn)
+                meta.set_info({**record, **settings, "format": FORMAT_VERSION, "index_type": kind,
+                               "created_at": time.time(), "rows_version": 0, "faiss_generation": 0,
+                               "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
             index = cls(folder, meta, encoder, lock, log, encoder_options)
-            index._dirty = True
+            index.backend.mark_stale()
             return index
         except BaseException:
             lock.release()
@@ -275,101 +284,36 @@ class Index:
         if not self.writable:
             raise LLM2VecError(f"the index at {self.path} was opened read-only; use Index.load(..., writable=True)")
 
-    # ------------------------------------------------------------------ FAISS
+    # ------------------------------------------------------------------ vectors
+    @property
+    def backend(self) -> VectorBackend:
+        """The vector engine this index searches with (FAISS or Qdrant), created on first use."""
+        if self._backend is None:
+            self._backend = make_backend(self)
+        return self._backend
+
     def _faiss_index(self) -> Any:
-        if self._faiss is not None and not self._needs_rebuild:
-            return self._faiss
-        if self._faiss is None and not self._needs_rebuild:
-            self._faiss = self._load_faiss()
-        if self._faiss is None or self._needs_rebuild:
-            self._rebuild_faiss()
-        return self._faiss
-
-    def _load_faiss(self) -> Any:
-        """The FAISS snapshot when it matches SQLite; None (rebuild) when it is missing or stale."""
-        info = self.meta.info()
-        self.info = info
-        generation = int(info.get("faiss_generation", 0))
-        path = self.path / f"vectors-{generation}.faiss"
-        count = self.meta.count()
-        if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
-            try:
-                index = store.read_index(path)
-            except Exception as exc:
-                self._log(f"warning: {path.name} is unreadable ({str(exc).splitlines()[0][:80]}); "
-                          "rebuilding it from the stored vectors")
-                return None
-            if index.ntotal == count and index.d == self.dim:
-                self._factory = str(info.get("faiss_factory", ""))
-                return store.to_gpu(index) if not self.writable else index
-        if count or generation:
-            self._log("note: the FAISS file does not match the metadata (an interrupted run?): "
-                      "rebuilding it from the stored vectors")
-            self._dirty = True
-        return None
-
-    def _reconcile(self) -> None:
-        """After an interrupted writer: bring the FAISS file in line with SQLite and drop stray files."""
-        info = self.info
-        current = self.path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
-        if info.get("faiss_rows_version") != info.get("rows_version") or (self.meta.count() and not current.is_file()):
-            self._faiss_index()
-            self.save()
-        keep = self.path / f"vectors-{int(self.info.get('faiss_generation', 0))}.faiss"
-        for stray in self.path.glob("vectors-*.faiss*"):
-            if stray != keep:
-                stray.unlink(missing_ok=True)
-
-    def _rebuild_faiss(self) -> None:
-        n = self.meta.count()
-        factory = store.factory_string(self.index_type, self.dim, n)
-        index, self._factory = store.build_index(
-            factory, self.dim, lambda: self.meta.iter_vectors(self.dim), n,
-            lambda m: self.meta.sample_vectors(m, self.dim), log=self._log,
-        )
-        self._faiss = store.to_gpu(index) if not self.writable else index
-        self._needs_rebuild = False
-
-    def _should_retrain(self) -> bool:
-        if self._factory != "Flat" or self.index_type == "flat":
-            return False
-        n = self.meta.count()
-        target = store.factory_string(self.index_type, self.dim, n)
-        return target != "Flat" and n >= store.min_training_points(target) > 0
+        """The live FAISS index (FAISS backend only; for tests and tools)."""
+        return self.backend.faiss_index()  # type: ignore[attr-defined]
 
     def save(self) -> None:
-        """Write the FAISS snapshot (new generation, atomic) and record it in SQLite."""
-        if not self._dirty and not self._needs_rebuild:
+        """Make pending vector changes durable (a new FAISS snapshot; Qdrant: record the synced version)."""
+        if not self.backend.pending:
             return
         self._require_writable()
-        index = self._faiss_index()
-        if self._should_retrain():
-            self._log(f"note: {len(self)} vectors: training the {self.index_type} index now")
-            self._rebuild_faiss()
-            index = self._faiss
-        info = self.meta.info()
-        generation = int(info.get("faiss_generation", 0)) + 1
-        target = self.path / f"vectors-{generation}.faiss"
-        store.write_atomic(index, target, before_rename=lambda: crash_point("faiss-tmp"))
-        crash_point("faiss-renamed")
-        with self.meta.transaction() as conn:
-            rows_version = json.loads(conn.execute("SELECT value FROM info WHERE key='rows_version'").fetchone()[0])
-            self.meta.set_info({"faiss_generation": generation, "faiss_rows_version": rows_version,
-                                "faiss_factory": self._factory}, conn)
-        crash_point("generation")
-        self.info = self.meta.info()
-        for old in self.path.glob("vectors-*.faiss*"):
-            if old != target:
-                old.unlink(missing_ok=True)
-        self._dirty = False
+        self.backend.save()
 
     def close(self) -> None:
         """Save pending changes (when writable) and release the write lock."""
         try:
-            if self.writable and (self._dirty or self._needs_rebuild):
+            if self.writable and self.backend.pending:
                 self.save()
         finally:
-            self.meta.close()
+            try:
+                if self._backend is not None:
+                    self._backend.close()
+            finally:
+                self.meta.close()
             if self._lock is not None:
                 self._lock.release()
 
@@ -381,7 +325,8 @@ class Index:
         Returns (chunks added, chunks removed).
         """
         self._require_writable()
-        index = self._faiss_index()
+        backend = self.backend
+        backend.prepare()
         removed: list[int] = []
         crash_point("embedded")
         try:
@@ -415,12 +360,7 @@ class Index:
         except sqlite3.IntegrityError as exc:
             raise LLM2VecError(f"cannot store chunks: {exc} (duplicate id in one call?)") from None
         crash_point("committed")
-        if removed and not self._needs_rebuild and not store.remove_ids(index, removed):
-            self._needs_rebuild = True
-        if rows and not self._needs_rebuild:
-            ids = np.fromiter((stable_id(r.doc_id) for r in rows), dtype=np.int64, count=len(rows))
-            index.add_with_ids(_normalise(np.stack([r.vector for r in rows])), ids)
-        self._dirty = True
+        backend.apply(rows, removed)
         return len(rows), len(removed)
 
     def _embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -514,15 +454,14 @@ class Index:
         query = _normalise(np.asarray(vector, dtype=np.float32))
         if query.shape != (1, self.dim):
             raise LLM2VecError(f"query vector has shape {tuple(np.shape(vector))}, the index holds {self.dim}-d vectors")
-        index = self._faiss_index()
-        if index.ntotal == 0:
-            return []
         allowed = None
         if where is not None:
             allowed = self._allowed_ids(where)
             if not len(allowed):
                 return []
-        scores, ids = store.search(index, query, min(k, index.ntotal), allowed)
+        scores, ids = self.backend.search(query, k, allowed)
+        if not ids.size:
+            return []
         pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) != -1]
         rows = self.meta.rows_by_ids([i for _, i in pairs])
         hits = []
@@ -566,8 +505,7 @@ class Index:
         """Counts and settings, for ``--json`` summaries and humans."""
         return {"path": str(self.path), "chunks": len(self), "files": self.meta.file_count(),
                 "model": self.info.get("model"), "fingerprint": self.info.get("fingerprint"), "dim": self.dim,
-                "index_type": self.index_type, "faiss_factory": self.info.get("faiss_factory", self._factory),
-                "query_instruction": self.query_instruction}
+                "index_type": self.index_type, "query_instruction": self.query_instruction, **self.backend.describe()}
 
 
 def path_matches(pattern: str, source: str, rel: str | None = None) -> bool:
@@ -616,7 +554,22 @@ def _load_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _wipe(folder: Path) -> None:
-    """Remove this index's own files (never anything else in the folder)."""
-    for pattern in (f"{META_FILE}", f"{META_FILE}-wal", f"{META_FILE}-shm", f"{META_FILE}-journal", "vectors-*.faiss*"):
+    """Remove this index's own files (never anything else in the folder); a Qdrant collection is
+    replaced when the new index first writes to it."""
+    for pattern in (f"{META_FILE}", f"{META_FILE}-wal", f"{META_FILE}-shm", f"{META_FILE}-journal"):
         for path in folder.glob(pattern):
             path.unlink(missing_ok=True)
+    _wipe_faiss(folder)
+
+
+def _wipe_faiss(folder: Path) -> None:
+    for path in folder.glob("vectors-*.faiss*"):
+        path.unlink(missing_ok=True)
+
+
+def _describe_target(changes: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+    merged = {**info, **changes}
+    if merged.get("backend") == "qdrant":
+        where = merged.get("qdrant_url") or "a local Qdrant collection"
+        return f"{where} (collection {merged.get('qdrant_collection')})"
+    return "FAISS"

@@ -1,0 +1,166 @@
+"""The FAISS backend: an in-memory FAISS index, snapshotted to ``vectors-<g>.faiss`` on save.
+
+Snapshots are written to a new generation file and renamed into place before
+SQLite records the generation, so a killed run leaves either the old snapshot
+(stale: rebuilt from SQLite) or the new one, never half a file.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import store
+from .backend import VectorBackend, normalise
+from .faults import crash_point
+from .records import stable_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index import ChunkRow, Index
+
+
+class FaissBackend(VectorBackend):
+    name = "faiss"
+
+    def __init__(self, index: Index) -> None:
+        super().__init__(index)
+        self._faiss: Any = None
+        self._factory = ""
+        self._dirty = False
+        self._needs_rebuild = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def pending(self) -> bool:
+        return self._dirty or self._needs_rebuild
+
+    def mark_stale(self) -> None:
+        self._needs_rebuild = True
+        self._dirty = True
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
+
+    def faiss_index(self) -> Any:
+        """The live FAISS index, loaded from its snapshot or rebuilt from SQLite."""
+        if self._faiss is not None and not self._needs_rebuild:
+            return self._faiss
+        if self._faiss is None and not self._needs_rebuild:
+            self._faiss = self._load()
+        if self._faiss is None or self._needs_rebuild:
+            self._rebuild()
+        return self._faiss
+
+    def count(self) -> int:
+        return int(self.faiss_index().ntotal)
+
+    def _load(self) -> Any:
+        """The FAISS snapshot when it matches SQLite; None (rebuild) when it is missing or stale."""
+        ix = self.index
+        info = ix.meta.info()
+        ix.info = info
+        generation = int(info.get("faiss_generation", 0))
+        path = ix.path / f"vectors-{generation}.faiss"
+        count = ix.meta.count()
+        if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
+            try:
+                faiss_index = store.read_index(path)
+            except Exception as exc:
+                ix._log(f"warning: {path.name} is unreadable ({str(exc).splitlines()[0][:80]}); "
+                        "rebuilding it from the stored vectors")
+                return None
+            if faiss_index.ntotal == count and faiss_index.d == ix.dim:
+                self._factory = str(info.get("faiss_factory", ""))
+                return store.to_gpu(faiss_index) if not ix.writable else faiss_index
+        if count or generation:
+            ix._log("note: the FAISS file does not match the metadata (an interrupted run?): "
+                    "rebuilding it from the stored vectors")
+            self._dirty = True
+        return None
+
+    def reconcile(self) -> None:
+        """Bring the FAISS file in line with SQLite and drop stray files."""
+        ix = self.index
+        info = ix.info
+        current = ix.path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
+        if info.get("faiss_rows_version") != info.get("rows_version") or (ix.meta.count() and not current.is_file()):
+            self.faiss_index()
+            self.save()
+        keep = ix.path / f"vectors-{int(ix.info.get('faiss_generation', 0))}.faiss"
+        for stray in ix.path.glob("vectors-*.faiss*"):
+            if stray != keep:
+                stray.unlink(missing_ok=True)
+
+    def _rebuild(self) -> None:
+        ix = self.index
+        n = ix.meta.count()
+        factory = store.factory_string(ix.index_type, ix.dim, n)
+        faiss_index, self._factory = store.build_index(
+            factory, ix.dim, lambda: ix.meta.iter_vectors(ix.dim), n,
+            lambda m: ix.meta.sample_vectors(m, ix.dim), log=ix._log,
+        )
+        self._faiss = store.to_gpu(faiss_index) if not ix.writable else faiss_index
+        self._needs_rebuild = False
+
+    def _should_retrain(self) -> bool:
+        ix = self.index
+        if self._factory != "Flat" or ix.index_type == "flat":
+            return False
+        n = ix.meta.count()
+        target = store.factory_string(ix.index_type, ix.dim, n)
+        return target != "Flat" and n >= store.min_training_points(target) > 0
+
+    # ------------------------------------------------------------------ writing
+    def prepare(self) -> None:
+        self.faiss_index()  # from the snapshot that matches SQLite before this write
+
+    def apply(self, rows: Sequence[ChunkRow], removed: Sequence[int]) -> None:
+        faiss_index = self.faiss_index()
+        if removed and not self._needs_rebuild and not store.remove_ids(faiss_index, removed):
+            self._needs_rebuild = True
+        if rows and not self._needs_rebuild:
+            ids = np.fromiter((stable_id(r.doc_id) for r in rows), dtype=np.int64, count=len(rows))
+            faiss_index.add_with_ids(normalise(np.stack([r.vector for r in rows])), ids)
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the FAISS snapshot (new generation, atomic) and record it in SQLite."""
+        if not self.pending:
+            return
+        ix = self.index
+        faiss_index = self.faiss_index()
+        if self._should_retrain():
+            ix._log(f"note: {len(ix)} vectors: training the {ix.index_type} index now")
+            self._rebuild()
+            faiss_index = self._faiss
+        generation = int(ix.meta.info().get("faiss_generation", 0)) + 1
+        target = ix.path / f"vectors-{generation}.faiss"
+        store.write_atomic(faiss_index, target, before_rename=lambda: crash_point("faiss-tmp"))
+        crash_point("faiss-renamed")
+        with ix.meta.transaction() as conn:
+            rows_version = json.loads(conn.execute("SELECT value FROM info WHERE key='rows_version'").fetchone()[0])
+            ix.meta.set_info({"faiss_generation": generation, "faiss_rows_version": rows_version,
+                              "faiss_factory": self._factory}, conn)
+        crash_point("generation")
+        ix.info = ix.meta.info()
+        for old in ix.path.glob("vectors-*.faiss*"):
+            if old != target:
+                old.unlink(missing_ok=True)
+        self._dirty = False
+
+    # ------------------------------------------------------------------ reading
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        faiss_index = self.faiss_index()
+        if faiss_index.ntotal == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        return store.search(faiss_index, queries, min(k, faiss_index.ntotal), allowed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "faiss_factory": self.index.info.get("faiss_factory", self._factory)}
+
+
+def wipe(folder) -> None:
+    for path in folder.glob("vectors-*.faiss*"):
+        path.unlink(missing_ok=True)
