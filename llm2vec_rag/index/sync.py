@@ -6,6 +6,9 @@ change of chunking settings re-chunks every file. Work is committed in batches
 of whole files, one SQLite transaction each, so a killed run keeps what it
 finished and the next run does only the rest. Memory holds one batch of
 chunks at a time, plus the FAISS index itself.
+
+With ``ray`` set, the embedding of each batch runs on a Ray cluster (see
+``ray_embed``); reading, chunking and committing stay in this process.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHUNKER_VERSION = 1
 UPDATE_OPTIONS = {"include", "exclude", "extensions", "max_file_mb", "chunk_tokens", "overlap", "batch_size",
-                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter"}
+                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter", "ray", "ray_actors"}
+COMMIT_CHUNKS = 256
 
 
 @dataclass
@@ -85,15 +89,38 @@ def sync_folder(
     chunk_tokens: int | None = None,
     overlap: int | None = None,
     batch_size: int = 32,
-    commit_chunks: int = 256,
+    commit_chunks: int | None = None,
     progress: bool = True,
     hidden: bool = False,
     gitignore: bool = True,
     token_counter: Any = None,
+    ray: str | bool | None = None,
+    ray_actors: int | None = None,
 ) -> SyncReport:
-    """Index ``folder`` into ``index`` incrementally and save; see the module docstring."""
+    """Index ``folder`` into ``index`` incrementally and save; see the module docstring.
+
+    ``commit_chunks``: chunks embedded and committed together (default 256; 4096 with Ray).
+    ``ray``: embed with Ray Data actors instead of the in-process model: ``True`` or ``"local"``
+    starts (or joins) a local Ray runtime, ``"auto"`` or ``"ray://host:10001"`` connects to a
+    cluster; ``ray_actors`` sets the actor count (default: one per GPU, else CPUs // 4).
+    Every batch is one Ray Data execution, which starts its actors (and loads the model in
+    each) again, so with Ray batches are large (``RAY_COMMIT_CHUNKS`` = 4096 chunks) to amortise
+    that start-up; a smaller ``commit_chunks`` loses less work to a crash but restarts more often.
+    Ray is started only when something needs embedding: an unchanged re-run never touches it.
+    """
     start_time = time.perf_counter()
     log = index._log
+    use_ray = ray is not None and ray is not False
+    if use_ray:
+        from .ray_embed import RAY_COMMIT_CHUNKS, require_ray
+
+        require_ray()
+        if ray_actors is not None and int(ray_actors) < 1:
+            raise LLM2VecError(f"--ray-actors must be at least 1, got {ray_actors}")
+    if commit_chunks is None:
+        commit_chunks = RAY_COMMIT_CHUNKS if use_ray else COMMIT_CHUNKS
+    commit_chunks = max(1, int(commit_chunks))
+    embedder: list[Any] = []  # the RayEmbedder, created on the first batch that has texts
     # None: the settings this index was last built with (so a re-run does not re-chunk), else 256/32.
     chunk_tokens = int(index.info.get("chunk_tokens", 256)) if chunk_tokens is None else int(chunk_tokens)
     if overlap is None:
@@ -137,7 +164,14 @@ def sync_folder(
         if not pending_files:
             return
         texts = [embedding_text(r.heading, r.text) for r in pending_rows]
-        vectors = index._embed_documents(texts, batch_size) if texts else []
+        if texts and use_ray:
+            if not embedder:
+                from .ray_embed import RayEmbedder
+
+                embedder.append(RayEmbedder(index, ray, ray_actors, batch_size, log=log))
+            vectors = embedder[0](texts)
+        else:
+            vectors = index._embed_documents(texts, batch_size) if texts else []
         for row, vector in zip(pending_rows, vectors):
             row.vector = vector
         added, removed = index._commit(pending_rows, file_rows=pending_files)
@@ -216,6 +250,8 @@ def sync_folder(
     finally:
         if bar is not None:
             bar.close()
+        if embedder:
+            embedder[0].close()
     gone = [p for p in recorded if p not in seen]
     if gone:
         _, removed = index._commit(remove_files=gone)
