@@ -7,7 +7,7 @@ from llm2vec_rag.embedded import DEFAULT_MODEL
 
 
 def model_options(f):
-    """--model/--adapter/--pooling/--dtype/--device/--max-length."""
+    """--model/--adapter/--pooling/--dtype/--device/--max-length/--compile."""
     options = [
         click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
                      help="Embedded model name, .gguf file, model directory or Hub id."),
@@ -21,17 +21,21 @@ def model_options(f):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
         click.option("--max-length", type=click.IntRange(min=1), default=None,
                      help="Truncate texts to this many tokens (default: the model's own, else 512)."),
+        click.option("--compile", "compile_model", is_flag=True,
+                     help="torch.compile the model: faster encoding after a one-off compile of about a minute "
+                          "(see docs/performance.md); worth it for thousands of texts."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def load_encoder(model: str, adapters=(), pooling_mode=None, dtype="auto", device="auto", max_length=None):
-    from llm2vec_rag import LLM2Vec
+def load_encoder(model: str, adapters=(), pooling_mode=None, dtype="auto", device="auto", max_length=None,
+                 compile_model=False):
+    from llm2vec_rag.index.model import load_encoder as load
 
-    return LLM2Vec.from_pretrained(model, adapters=list(adapters) or None, pooling_mode=pooling_mode,
-                                   dtype=dtype, device=device, max_length=max_length)
+    return load(model, list(adapters), pooling_mode=pooling_mode, max_length=max_length, dtype=dtype, device=device,
+                compile=compile_model)
 
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes on stderr.")

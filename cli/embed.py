@@ -22,13 +22,13 @@ from .common import load_encoder, model_options, quiet_option
 @click.option("--normalize/--no-normalize", default=False, help="L2-normalise the vectors.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @quiet_option
-def embed(input_file, model, adapters, pooling_mode, dtype, device, max_length, output, as_query, instruction,
+def embed(input_file, model, adapters, pooling_mode, dtype, device, max_length, compile_model, output, as_query, instruction,
           normalize, batch_size, quiet) -> None:
     """Embed texts from INPUT_FILE (default: stdin), one per line."""
     texts = [line.rstrip("\n") for line in input_file]
     if not texts:
         raise LLM2VecError("no input texts (the input is empty)")
-    encoder = load_encoder(model, adapters, pooling_mode, dtype, device, max_length)
+    encoder = load_encoder(model, adapters, pooling_mode, dtype, device, max_length, compile_model)
     options = dict(batch_size=batch_size, normalize_embeddings=normalize, show_progress_bar=False if quiet else None)
     if as_query or instruction is not None:
         vectors = encoder.encode_queries(texts, instruction=instruction, **options)

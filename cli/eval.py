@@ -25,13 +25,13 @@ def eval_group() -> None:
 @click.option("--no-cache", is_flag=True, help="Re-encode the documents even if cached.")
 @json_option
 @quiet_option
-def retrieval(data_dir, model, adapters, pooling_mode, dtype, device, max_length, split, instruction, batch_size,
+def retrieval(data_dir, model, adapters, pooling_mode, dtype, device, max_length, compile_model, split, instruction, batch_size,
               max_docs, no_cache, as_json, quiet) -> None:
     """nDCG@10, MRR@10, recall@10/100 on a BEIR-layout DATA_DIR (corpus.jsonl, queries.jsonl, qrels/)."""
     from llm2vec_rag.evaluation.retrieval import load_beir, run_retrieval_eval
 
     data = load_beir(data_dir, split=split, max_docs=max_docs)
-    encoder = load_encoder(model, adapters, pooling_mode, dtype, device, max_length)
+    encoder = load_encoder(model, adapters, pooling_mode, dtype, device, max_length, compile_model)
     log = None if quiet else (lambda m: click.echo(m, err=True))
     result = run_retrieval_eval(encoder, data, instruction=instruction, batch_size=batch_size,
                                 show_progress=not quiet, use_cache=not no_cache, log=log)

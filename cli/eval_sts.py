@@ -17,7 +17,7 @@ from .common import json_option, load_encoder, model_options, quiet_option
 @click.option("--causal", is_flag=True, help="Keep the decoder's causal attention (the no-LLM2Vec baseline).")
 @json_option
 @quiet_option
-def sts(data, model, adapters, pooling_mode, dtype, device, max_length, split, instruction, batch_size, causal,
+def sts(data, model, adapters, pooling_mode, dtype, device, max_length, compile_model, split, instruction, batch_size, causal,
         as_json, quiet) -> None:
     """Spearman x 100 on STS-B, SICK-R or STS 2012-16 (DATA: the folder; the layout is detected)."""
     from llm2vec_rag.evaluation.sts import evaluate_sts, load_sts
@@ -30,7 +30,7 @@ def sts(data, model, adapters, pooling_mode, dtype, device, max_length, split, i
                                           dtype=dtype, device=device, max_length=max_length,
                                           enable_bidirectional=False)
     else:
-        encoder = load_encoder(model, adapters, pooling_mode, dtype, device, max_length)
+        encoder = load_encoder(model, adapters, pooling_mode, dtype, device, max_length, compile_model)
     result = evaluate_sts(encoder, dataset, instruction=instruction, batch_size=batch_size, show_progress=not quiet)
     result["bidirectional"] = bool(encoder.enable_bidirectional)
     if as_json:

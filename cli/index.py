@@ -47,7 +47,7 @@ index_dir_option = click.option(
               help="Number of Ray actors (default: one per GPU, else CPUs // 4).")
 @json_option
 @quiet_option
-def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, index_type, backend, url,
+def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, compile_model, index_type, backend, url,
           collection, chunk_tokens,
           overlap, include, exclude, extensions, max_file_mb, batch_size, instruction, hidden, no_gitignore,
           rebuild, ray, ray_actors, as_json, quiet) -> None:
@@ -69,7 +69,7 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
     idx = Index.open(index_dir, model=model if explicit else None, adapters=adapters, index_type=index_type,
                      query_instruction=instruction, rebuild=rebuild, log=log, backend=backend, url=url,
                      collection=collection, pooling_mode=pooling_mode,
-                     dtype=dtype, device=device, max_length=max_length)
+                     dtype=dtype, device=device, max_length=max_length, compile=compile_model)
     try:
         report = idx.update(folder, include=include, exclude=exclude, extensions=list(extensions) or None,
                             max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap,

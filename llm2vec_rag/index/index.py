@@ -550,7 +550,8 @@ def _default_model() -> str:
 
 
 def _load_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k in {"pooling_mode", "max_length", "dtype", "device"} and v is not None}
+    return {k: v for k, v in options.items() if k in {"pooling_mode", "max_length", "dtype", "device", "compile"}
+            and v is not None}
 
 
 def _wipe(folder: Path) -> None:

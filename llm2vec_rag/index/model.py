@@ -26,7 +26,8 @@ def model_spec(model: str) -> str:
 
 
 def load_encoder(model: str, adapters: list[str] | tuple[str, ...] = (), pooling_mode: str | None = None,
-                 max_length: int | None = None, dtype: str = "auto", device: str = "auto") -> Any:
+                 max_length: int | None = None, dtype: str = "auto", device: str = "auto",
+                 compile: bool = False) -> Any:
     """``LLM2Vec.from_pretrained`` with the recorded arguments (or the test factory for ``fake:``)."""
     if str(model).startswith("fake:"):
         factory = os.environ.get(FACTORY_ENV)
@@ -37,7 +38,7 @@ def load_encoder(model: str, adapters: list[str] | tuple[str, ...] = (), pooling
     from ..encoder import LLM2Vec
 
     return LLM2Vec.from_pretrained(model, adapters=list(adapters) or None, pooling_mode=pooling_mode,
-                                   max_length=max_length, dtype=dtype, device=device)
+                                   max_length=max_length, dtype=dtype, device=device, compile=compile)
 
 
 def encoder_record(encoder: Any, model: str | None = None, adapters: list[str] | tuple[str, ...] = ()) -> dict:
