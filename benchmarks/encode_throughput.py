@@ -65,13 +65,17 @@ def our_worker(job_path: str, reply_path: str) -> int:
     from llm2vec_rag import LLM2Vec
 
     t0 = time.perf_counter()
-    enc = LLM2Vec.from_pretrained("smollm2-135m", dtype=job["dtype"], pooling_mode="mean",
-                                  enable_bidirectional=True, max_length=int(job["max_length"]))
+    # the raw weights (no trained adapters), as the reference gets them
+    enc = LLM2Vec.from_pretrained("smollm2-135m-base", dtype=job["dtype"], pooling_mode="mean",
+                                  enable_bidirectional=True, max_length=int(job["max_length"]),
+                                  compile=bool(job.get("compile")))
     load_s = time.perf_counter() - t0
     reply = {"load_seconds": load_s, "repr": repr(enc), "threads": torch.get_num_threads(), "runs": []}
     for run in job["runs"]:
         items = json.loads(Path(run["inputs"]).read_text(encoding="utf-8"))
+        t0 = time.perf_counter()
         enc.encode(items[:WARMUP], batch_size=int(job["batch_size"]), show_progress_bar=False)
+        reply.setdefault("warmup_seconds", {})[run["name"]] = time.perf_counter() - t0  # incl. compiling
         t0, c0 = time.perf_counter(), time.process_time()
         vecs = enc.encode(items, batch_size=int(job["batch_size"]), show_progress_bar=False)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -161,11 +165,23 @@ def minilm_dir(python: Path) -> Path:
 
 
 # ------------------------------------------------------------------- driver
+# (ours, reference) pairs compared: same dtype, and each side at its CPU default (ours picks bf16 on
+# CPUs with AMX/AVX512-BF16; the reference, like transformers, loads float32 unless told otherwise).
+PAIRS = [("ours-bf16", "reference-bf16"), ("ours-bf16+compile", "reference-bf16"), ("ours-fp32", "reference-fp32"),
+         ("ours-bf16", "reference-fp32"), ("ours-bf16+compile", "reference-fp32")]
+
+
+def contender_name(run: dict) -> str:
+    return f"{run['contender']}-{'bf16' if run['dtype'] == 'bfloat16' else 'fp32'}" + ("+compile" if run.get("compile") else "")
+
+
 def plan(args) -> list[dict]:
     runs = []
     for rep in range(1, args.repeats + 1):
         runs += [{"id": f"ours-bf16-{rep}", "contender": "ours", "dtype": "bfloat16"},
                  {"id": f"reference-bf16-{rep}", "contender": "reference", "dtype": "bfloat16"}]
+        if args.compile:
+            runs.append({"id": f"ours-bf16+compile-{rep}", "contender": "ours", "dtype": "bfloat16", "compile": True})
     if not args.no_fp32:
         for rep in range(1, args.fp32_repeats + 1):
             runs += [{"id": f"ours-fp32-{rep}", "contender": "ours", "dtype": "float32"},
@@ -184,7 +200,8 @@ def execute(run: dict, args, export: Path, inputs: dict, work: Path, ref_python:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     if run["contender"] == "ours":
-        reply = run_ours({"dtype": run["dtype"], "threads": args.threads, "max_length": args.max_length,
+        reply = run_ours({"dtype": run["dtype"], "compile": run.get("compile", False), "threads": args.threads,
+                          "max_length": args.max_length,
                           "batch_size": args.batch_size, "runs": sub}, work / f"{run['id']}.job.json")
     elif run["contender"] == "reference":
         for s in sub:
@@ -216,7 +233,7 @@ def summarize(state: dict) -> dict:
     peak = state["matmul_gflops"]
     contenders: dict = {}
     for r in runs.values():
-        contenders.setdefault(f"{r['contender']}-{'bf16' if r['dtype'] == 'bfloat16' else 'fp32'}", []).append(r)
+        contenders.setdefault(contender_name(r), []).append(r)
     table = {}
     for name, rs in contenders.items():
         row = {"runs": len(rs)}
@@ -235,29 +252,28 @@ def summarize(state: dict) -> dict:
             if not name.startswith("minilm"):
                 gflops = costs[part]["flops"] / best / 1e9
                 row[part]["achieved_gflops"] = gflops
-                dt = "bf16" if name.endswith("bf16") else "fp32"
+                dt = "bf16" if "bf16" in name else "fp32"
                 paired = (best_run.get("matmul_gflops_before") or {}).get(dt)
                 row[part]["matmul_gflops_paired"] = paired
                 row[part]["fraction_of_matmul_peak"] = gflops / (paired or max(peak[dt]))
         total_best = row["docs"]["best_seconds"] + row["queries"]["best_seconds"]
         row["total"] = {"texts_per_s": (costs["docs"]["texts"] + costs["queries"]["texts"]) / total_best}
         table[name] = row
-    ratios = {}
-    for dt in ("bf16", "fp32"):
-        o, f = table.get(f"ours-{dt}"), table.get(f"reference-{dt}")
-        if o and f:
-            ratios[dt] = {p: o[p]["texts_per_s"] / f[p]["texts_per_s"] for p in ("docs", "queries", "total")}
-            if "texts_per_cpu_s" in o["docs"] and "texts_per_cpu_s" in f["docs"]:
-                ratios[dt]["cpu"] = {p: o[p]["texts_per_cpu_s"] / f[p]["texts_per_cpu_s"] for p in ("docs", "queries")}
-    cosines = {}
-    for dt, dtype in (("bf16", "bfloat16"), ("fp32", "float32")):
-        o = next((r for r in runs.values() if r["contender"] == "ours" and r["dtype"] == dtype), None)
-        f = next((r for r in runs.values() if r["contender"] == "reference" and r["dtype"] == dtype), None)
-        if o and f:
-            cosines[dt] = {}
-            for part in ("docs", "queries"):
-                c = row_cosines(np.load(o["vectors"][part]), np.load(f["vectors"][part]))
-                cosines[dt][part] = {"min": float(c.min()), "mean": float(c.mean()), "argmin": int(c.argmin())}
+    ratios, cosines = {}, {}
+    for ours_name, ref_name in PAIRS:
+        o, f = table.get(ours_name), table.get(ref_name)
+        if not (o and f):
+            continue
+        key = f"{ours_name} / {ref_name}"
+        ratios[key] = {p: o[p]["texts_per_s"] / f[p]["texts_per_s"] for p in ("docs", "queries", "total")}
+        if "texts_per_cpu_s" in o["docs"] and "texts_per_cpu_s" in f["docs"]:
+            ratios[key]["cpu"] = {p: o[p]["texts_per_cpu_s"] / f[p]["texts_per_cpu_s"] for p in ("docs", "queries")}
+        ro = next(r for r in runs.values() if contender_name(r) == ours_name)
+        rf = next(r for r in runs.values() if contender_name(r) == ref_name)
+        cosines[key] = {}
+        for part in ("docs", "queries"):
+            c = row_cosines(np.load(ro["vectors"][part]), np.load(rf["vectors"][part]))
+            cosines[key][part] = {"min": float(c.min()), "mean": float(c.mean()), "argmin": int(c.argmin())}
     return {"contenders": table, "ratio_ours_over_reference": ratios, "cosine_ours_vs_reference": cosines}
 
 
@@ -287,12 +303,12 @@ def markdown(state: dict, summary: dict) -> str:
                      f"{row['total']['texts_per_s']:.1f} | {g} |")
     lines.append("")
     for dt, r in summary["ratio_ours_over_reference"].items():
-        lines.append(f"- ours / reference, {dt}, wall clock (best runs): docs {r['docs']:.2f}x, "
+        lines.append(f"- {dt}, wall clock (best runs): docs {r['docs']:.2f}x, "
                      f"queries {r['queries']:.2f}x, all {r['total']:.2f}x"
                      + (f"; per CPU-second: docs {r['cpu']['docs']:.2f}x, queries {r['cpu']['queries']:.2f}x"
                         if "cpu" in r else ""))
     for dt, r in summary["cosine_ours_vs_reference"].items():
-        lines.append(f"- cosine ours vs reference, {dt}: docs min {r['docs']['min']:.6f} mean {r['docs']['mean']:.6f}; "
+        lines.append(f"- cosine {dt.replace(' / ', ' vs ')}: docs min {r['docs']['min']:.6f} mean {r['docs']['mean']:.6f}; "
                      f"queries min {r['queries']['min']:.6f} mean {r['queries']['mean']:.6f}")
     m = state["matmul_gflops"]
     lines.append(f"- dense {2048}x{2048} matmul, {state['settings']['threads']} threads: bf16 {m['bf16']} GFLOP/s, "
@@ -313,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp32-repeats", type=int, default=1)
     ap.add_argument("--no-fp32", action="store_true")
     ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="add an ours-bf16 + torch.compile contender")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
