@@ -45,12 +45,14 @@ index_dir_option = click.option(
                    "--ray ray://HOST:10001 joins a cluster. Commits every 4096 chunks. Needs llm2vec-rag[ray].")
 @click.option("--ray-actors", type=click.IntRange(min=1), default=None,
               help="Number of Ray actors (default: one per GPU, else CPUs // 4).")
+@click.option("--commit-chunks", type=click.IntRange(min=1), default=None,
+              help="Chunks embedded per commit (default 256; with --ray 4096, one actor start-up each: raise it "
+                   "for big models on big clusters).")
 @json_option
 @quiet_option
-def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, compile_model, index_type, backend, url,
-          collection, chunk_tokens,
-          overlap, include, exclude, extensions, max_file_mb, batch_size, instruction, hidden, no_gitignore,
-          rebuild, ray, ray_actors, as_json, quiet) -> None:
+def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, compile_model, index_type,
+          backend, url, collection, chunk_tokens, overlap, include, exclude, extensions, max_file_mb, batch_size, instruction, hidden, no_gitignore,
+          rebuild, ray, ray_actors, commit_chunks, as_json, quiet) -> None:
     """Index FOLDER (or one file) into --index; re-runs embed only new or changed files."""
     from llm2vec_rag.errors import LLM2VecError
     from llm2vec_rag.index import Index
@@ -74,7 +76,7 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
         report = idx.update(folder, include=include, exclude=exclude, extensions=list(extensions) or None,
                             max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap,
                             batch_size=batch_size, progress=not quiet, hidden=hidden, gitignore=not no_gitignore,
-                            ray=ray, ray_actors=ray_actors)
+                            ray=ray, ray_actors=ray_actors, commit_chunks=commit_chunks)
         stats = idx.stats()
     finally:
         idx.close()

@@ -140,3 +140,19 @@ def test_chunk_settings_are_remembered(runner, docs, tmp_path):
     assert "unchanged 5" in again.stdout
     changed = invoke(runner, "index", docs, "--index", ix, "--quiet", "--chunk-tokens", "128")
     assert "updated 5" in changed.stdout
+
+
+def test_commit_chunks_sets_the_commit_group(runner, docs, tmp_path):
+    """--commit-chunks 1 commits file by file (each commit bumps rows_version); the default groups them."""
+    import sqlite3
+
+    versions = {}
+    for size in ("1", None):
+        ix = tmp_path / f"ix-{size}"
+        extra = ["--commit-chunks", size] if size else []
+        result = invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet", "--json", *extra)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["added"] == 5
+        with sqlite3.connect(ix / "meta.sqlite") as conn:
+            versions[size] = json.loads(conn.execute("SELECT value FROM info WHERE key='rows_version'").fetchone()[0])
+    assert versions["1"] == 5 and versions[None] == 1
