@@ -23,7 +23,8 @@ index_dir_option = click.option(
 @click.option("--backend", type=click.Choice(["faiss", "qdrant"], case_sensitive=False), default=None,
               help="Vector engine: faiss (a file in --index, default) or qdrant (a local collection in --index, or "
                    "the server at --url). Switching an existing index copies its stored vectors, no re-embedding.")
-@click.option("--url", default=None, help="Qdrant server, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY).")
+@click.option("--url", default=None, help="Qdrant server, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY), "
+              "or file:///folder for a local-mode folder shared by several indexes.")
 @click.option("--collection", default=None, help="Qdrant collection name (default: derived from the --index path).")
 @click.option("--chunk-tokens", type=int, default=None,
               help="Chunk size in model tokens (default: the index's last setting, else 256).")

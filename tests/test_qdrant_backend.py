@@ -42,13 +42,14 @@ def qdrant_by_default(monkeypatch):
     monkeypatch.setattr(Index, "open", classmethod(open_qdrant))
 
 
-def qdrant_ids(index_dir: Path, collection: str) -> set[int]:
+def qdrant_ids(index_dir: Path, collection: str, owner: str) -> set[int]:
+    """The chunk ids this index has in the (local) collection."""
     client = QdrantClient(path=str(index_dir / "qdrant"))
     try:
         points, ids, offset = [], set(), None
         while True:
-            points, offset = client.scroll(collection, limit=256, offset=offset, with_payload=False)
-            ids |= {int(p.id) for p in points}
+            points, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True)
+            ids |= {int(p.payload["chunk_id"]) for p in points if p.payload["llm2vec_rag_index"] == owner}
             if offset is None:
                 return ids
     finally:
@@ -59,16 +60,17 @@ def test_backend_is_recorded_and_collection_is_self_describing(docs, tmp_path, e
     with build(docs, tmp_path, encoder) as index:
         stats = index.stats()
         assert stats["backend"] == "qdrant" and stats["qdrant_url"] is None
-        collection = stats["qdrant_collection"]
+        collection, owner = stats["qdrant_collection"], stats["qdrant_owner"]
         assert collection.startswith("llm2vec-rag-ix-")
         assert not list((tmp_path / "ix").glob("vectors-*.faiss"))  # no FAISS file on this backend
         sqlite_ids = set(index.meta.all_ids().tolist())
         hit = index.search("bake bread in the oven", k=1)[0]
-    assert qdrant_ids(tmp_path / "ix", collection) == sqlite_ids
+        point_id = index.backend.point_id(stable_id(hit.id))
+    assert qdrant_ids(tmp_path / "ix", collection, owner) == sqlite_ids
     # Other tools can read the collection directly (LangChain's Qdrant layout: page_content + metadata).
     client = QdrantClient(path=str(tmp_path / "ix" / "qdrant"))
     try:
-        point = client.retrieve(collection, [stable_id(hit.id)], with_payload=True, with_vectors=True)[0]
+        point = client.retrieve(collection, [point_id], with_payload=True, with_vectors=True)[0]
     finally:
         client.close()
     assert point.payload["page_content"] == hit.text and point.payload["doc_id"] == hit.id
@@ -118,10 +120,36 @@ def test_kill_mid_update_is_repaired_on_next_run(tmp_path, stage):
     with Index.load(ix, FakeEncoder(), log=lambda m: None) as index:
         info = index.meta.info()
         assert info["backend_rows_version"] == info["rows_version"]
-        collection, sqlite_ids = index.stats()["qdrant_collection"], set(index.meta.all_ids().tolist())
+        stats, sqlite_ids = index.stats(), set(index.meta.all_ids().tolist())
         top = index.search("file 3 version 1 paragraph 2", k=1)[0]
         assert "version 1" in top.text
-    assert qdrant_ids(ix, collection) == sqlite_ids
+    assert qdrant_ids(ix, stats["qdrant_collection"], stats["qdrant_owner"]) == sqlite_ids
+
+
+def test_indexes_sharing_a_collection_keep_to_their_own_points(tmp_path, encoder):
+    """Two index folders (say two machines) write into one collection; each sees and rebuilds only its own."""
+    from test_index import write_docs
+
+    shared = f"file://{tmp_path / 'shared-qdrant'}"
+    a_docs = write_docs(tmp_path / "a", {"bread.md": "Bake the bread in a hot oven.", "oven.md": "The oven is hot."})
+    b_docs = write_docs(tmp_path / "b", {"rivers.md": "Rivers carry sediment to the sea.",
+                                         "bread.md": "Bake the bread in a hot oven."})  # same name, other machine
+    opts = dict(encoder=encoder, backend="qdrant", url=shared, collection="shared", progress=False, log=lambda m: None)
+    Index.build(a_docs, path=tmp_path / "ix-a", **opts).close()
+    Index.build(b_docs, path=tmp_path / "ix-b", **opts).close()
+    with Index.load(tmp_path / "ix-a", encoder) as a:
+        assert a.backend.count() == 2
+        assert {h.source for h in a.search("bake bread oven rivers sediment", k=10)} == {
+            str(a_docs / "bread.md"), str(a_docs / "oven.md")}
+    # Rebuilding b (a new index type copies its vectors again) leaves a's points alone.
+    Index.build(b_docs, path=tmp_path / "ix-b", index_type="hnsw", **opts).close()
+    client = QdrantClient(path=str(tmp_path / "shared-qdrant"))
+    try:
+        assert client.count("shared", exact=True).count == 4
+    finally:
+        client.close()
+    with Index.load(tmp_path / "ix-a", encoder) as a:
+        assert len(a.search("bake bread", k=10)) == 2
 
 
 def test_cli_index_and_search_with_qdrant(runner, docs, tmp_path):

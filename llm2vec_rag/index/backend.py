@@ -69,6 +69,9 @@ class VectorBackend:
     def save(self) -> None:
         """Make applied changes durable and record the ``rows_version`` they match."""
 
+    def drop(self) -> None:
+        """The index is being started over (``--rebuild``): remove what lives outside its folder."""
+
     def close(self) -> None:
         """Release connections and files (the index is closing)."""
 
@@ -122,8 +125,9 @@ def backend_settings(backend: str | None, url: str | None, collection: str | Non
         "qdrant_collection": collection or (info.get("qdrant_collection") if same else None)
         or default_collection(folder),
     }
-    if wanted["qdrant_url"] is not None and not str(wanted["qdrant_url"]).startswith(("http://", "https://")):
-        raise LLM2VecError(f"--url must be a Qdrant server address like http://localhost:6333, not {url!r}")
+    if wanted["qdrant_url"] is not None and not str(wanted["qdrant_url"]).startswith(("http://", "https://", "file://")):
+        raise LLM2VecError(f"--url must be a Qdrant server address like http://localhost:6333 (or file:///folder for "
+                           f"a local-mode folder), not {url!r}")
     return {k: v for k, v in wanted.items() if info.get(k) != v}
 
 

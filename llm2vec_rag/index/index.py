@@ -185,6 +185,8 @@ class Index:
                 index.backend.reconcile()
                 return index
             if rebuild:
+                if exists:
+                    _drop_outside(cls, folder, lock, log)
                 _wipe(folder)
             kind = index_type or "flat"
             settings = {"backend": "faiss", **backend_settings(backend, url, collection, folder, {})}
@@ -198,6 +200,7 @@ class Index:
                 record["query_instruction"] = query_instruction
             with meta.transaction() as conn:
                 meta.set_info({**record, **settings, "format": FORMAT_VERSION, "index_type": kind,
+                               "index_uuid": uuid.uuid4().hex,
                                "created_at": time.time(), "rows_version": 0, "faiss_generation": 0,
                                "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
             index = cls(folder, meta, encoder, lock, log, encoder_options)
@@ -552,6 +555,22 @@ def _default_model() -> str:
 def _load_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in {"pooling_mode", "max_length", "dtype", "device", "compile"}
             and v is not None}
+
+
+def _drop_outside(cls: type[Index], folder: Path, lock: WriteLock, log: Callable[[str], None] | None) -> None:
+    """Before ``--rebuild`` wipes the folder: take the old index's points out of a Qdrant collection."""
+    try:
+        old = cls(folder, MetaStore(folder / META_FILE), None, lock, log)
+    except LLM2VecError:
+        return  # unreadable: nothing we can identify outside the folder
+    try:
+        old.backend.drop()
+    except LLM2VecError as exc:
+        old._log(f"warning: could not remove the old index's vectors ({exc}); starting over anyway")
+    finally:
+        if old._backend is not None:
+            old._backend.close()
+        old.meta.close()
 
 
 def _wipe(folder: Path) -> None:

@@ -4,9 +4,11 @@ Why Qdrant (see docs/scaling.md): its client has a local mode (pure Python, a
 folder on disk) that runs the same API in tests with no server, and the
 server shards and replicates collections across machines for production.
 
-Each point has the chunk's 63-bit id, its normalised vector and a payload in
-the layout LangChain's Qdrant store reads (``page_content``, ``metadata``) plus
-``doc_id``/``source``, so other tools can query the collection directly.
+Each point has a UUID derived from its index's ``index_uuid`` and the chunk's
+id, its normalised vector and a payload in the layout LangChain's Qdrant store
+reads (``page_content``, ``metadata``) plus ``doc_id``/``source``/``chunk_id``
+and the owning index, so other tools can query the collection directly and
+several indexes (say one per machine or source) can share one collection.
 SQLite stays the source of truth: after a write is committed there, it is
 upserted here and ``backend_rows_version`` records that the collection caught
 up. An interrupted run leaves that version behind; the next writer copies every
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .index import ChunkRow, Index
 
 UPSERT_BATCH = 256
+OWNER_KEY = "llm2vec_rag_index"  # payload field: which index a point belongs to
+CHUNK_KEY = "chunk_id"  # payload field: the chunk's id in the index's SQLite
 HNSW_EF = 96
 LOCAL_FOLDER = "qdrant"
 
@@ -75,7 +79,9 @@ class QdrantBackend(VectorBackend):
             from qdrant_client import QdrantClient
 
             try:
-                if self.url:
+                if self.url and self.url.startswith("file://"):  # a local-mode folder several indexes share
+                    client = QdrantClient(path=self.url[len("file://"):])
+                elif self.url:
                     client = QdrantClient(url=self.url, api_key=os.environ.get("QDRANT_API_KEY") or None,
                                           timeout=60)
                     client.get_collections()  # fail here, clearly, when the server is unreachable
@@ -120,16 +126,56 @@ class QdrantBackend(VectorBackend):
     def _exists(self) -> bool:
         return bool(self._call("checking the collection", self.client.collection_exists, self.collection))
 
-    def _recreate(self) -> None:
-        if self._exists():
-            self._call("dropping the old collection", self.client.delete_collection, self.collection)
-        self._call("creating the collection", self.client.create_collection, self.collection,
-                   **self._collection_config())
+    @property
+    def owner(self) -> str:
+        """This index's mark on its points: several indexes may share one collection."""
+        owner = self.index.info.get("index_uuid")
+        if not owner:  # an index from before owners: give it one (a writer is syncing)
+            import uuid
+
+            owner = uuid.uuid4().hex
+            with self.index.meta.transaction() as conn:
+                self.index.meta.set_info({"index_uuid": owner}, conn)
+            self.index.info = self.index.meta.info()
+        return str(owner)
+
+    def point_id(self, chunk_id: int) -> str:
+        """The point's UUID: derived from the owner and the chunk id, so indexes sharing a collection never
+        collide (two machines may index the same path)."""
+        import uuid
+
+        return str(uuid.uuid5(uuid.UUID(hex=self.owner), str(int(chunk_id))))
+
+    def _own(self) -> Any:
+        models = _models()
+        return models.FieldCondition(key=OWNER_KEY, match=models.MatchValue(value=self.owner))
+
+    def _prepare_collection(self) -> None:
+        """Create the collection, or empty this index's part of an existing one (others' points stay)."""
+        models = _models()
+        config = self._collection_config()
+        if not self._exists():
+            self._call("creating the collection", self.client.create_collection, self.collection, **config)
+            if self.url and not self.url.startswith("file://"):  # local mode has no payload indexes
+                self._call("indexing the owner field", self.client.create_payload_index, self.collection,
+                           OWNER_KEY, field_schema=models.PayloadSchemaType.KEYWORD)
+            return
+        info = self._call("reading the collection", self.client.get_collection, self.collection)
+        size = getattr(getattr(info.config.params, "vectors", None), "size", None)
+        if size is not None and int(size) != self.index.dim:
+            raise LLM2VecError(f"the Qdrant collection {self.collection} holds {size}-d vectors, this index makes "
+                               f"{self.index.dim}-d ones: use another --collection")
+        self._call("clearing this index's points", self.client.delete, self.collection,
+                   points_selector=models.FilterSelector(filter=models.Filter(must=[self._own()])), wait=True)
+        if "quantization_config" in config:
+            self._call("setting quantization", self.client.update_collection, self.collection,
+                       quantization_config=config["quantization_config"])
 
     def _points(self, records: Sequence[Record], ids: Sequence[int], vectors: np.ndarray) -> list[Any]:
         models = _models()
-        return [models.PointStruct(id=int(i), vector=v.tolist(), payload={
-            "doc_id": r.id, "page_content": r.text, "source": r.source, "chunk": r.chunk, "heading": r.heading,
+        owner = self.owner
+        return [models.PointStruct(id=self.point_id(i), vector=v.tolist(), payload={
+            OWNER_KEY: owner, CHUNK_KEY: int(i), "doc_id": r.id, "page_content": r.text, "source": r.source, "chunk": r.chunk, "heading": r.heading,
             "page": r.page, "metadata": json.loads(json.dumps(r.metadata, default=str))})
             for r, i, v in zip(records, ids, vectors)]
 
@@ -148,7 +194,7 @@ class QdrantBackend(VectorBackend):
 
     def _full_sync(self) -> None:
         """Copy every stored vector into a fresh collection (first build, switch, or after a crash)."""
-        self._recreate()
+        self._prepare_collection()
         for points in self._stored_batches():
             self._upsert(points)
             crash_point("qdrant-batch")
@@ -161,6 +207,16 @@ class QdrantBackend(VectorBackend):
             rows_version = json.loads(conn.execute("SELECT value FROM info WHERE key='rows_version'").fetchone()[0])
             ix.meta.set_info({"backend_rows_version": rows_version}, conn)
         ix.info = ix.meta.info()
+
+    def drop(self) -> None:
+        """Remove this index's points (``--rebuild``), and the collection once nothing else is in it."""
+        if not self._exists():
+            return
+        models = _models()
+        self._call("removing this index's points", self.client.delete, self.collection,
+                   points_selector=models.FilterSelector(filter=models.Filter(must=[self._own()])), wait=True)
+        if not self._call("counting", self.client.count, self.collection, exact=True).count:
+            self._call("dropping the empty collection", self.client.delete_collection, self.collection)
 
     # ------------------------------------------------------------------ VectorBackend
     @property
@@ -190,7 +246,7 @@ class QdrantBackend(VectorBackend):
         gone = [int(i) for i in removed if int(i) not in added]
         if gone:
             self._call("deleting vectors", self.client.delete, self.collection,
-                       points_selector=models.PointIdsList(points=gone), wait=True)
+                       points_selector=models.PointIdsList(points=[self.point_id(i) for i in gone]), wait=True)
         if rows:
             records = [Record(id=r.doc_id, text=r.text, source=r.source, chunk=r.chunk, heading=r.heading,
                               page=r.page, metadata=r.metadata) for r in rows]
@@ -206,7 +262,8 @@ class QdrantBackend(VectorBackend):
     def count(self) -> int:
         if not self._exists():
             return 0
-        return int(self._call("counting", self.client.count, self.collection, exact=True).count)
+        return int(self._call("counting", self.client.count, self.collection, exact=True,
+                              count_filter=_models().Filter(must=[self._own()])).count)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         models = _models()
@@ -218,10 +275,11 @@ class QdrantBackend(VectorBackend):
             self._warned = True
         if not self._exists():
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        query_filter = None
+        must: list[Any] = [self._own()]
         if allowed is not None:
-            query_filter = models.Filter(must=[models.HasIdCondition(has_id=[int(i) for i in allowed])])
-        if not self.url:
+            must.append(models.HasIdCondition(has_id=[self.point_id(i) for i in allowed]))
+        query_filter = models.Filter(must=must)
+        if not self.url or self.url.startswith("file://"):
             params = None  # local mode always searches exactly (and warns about parameters)
         elif self.index.index_type == "flat":
             params = models.SearchParams(exact=True)
@@ -233,12 +291,13 @@ class QdrantBackend(VectorBackend):
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         for row, vector in enumerate(np.asarray(queries, dtype=np.float32)):
             result = self._call("searching", self.client.query_points, self.collection, query=vector.tolist(),
-                                limit=k, query_filter=query_filter, search_params=params, with_payload=False)
+                                limit=k, query_filter=query_filter, search_params=params, with_payload=[CHUNK_KEY])
             for col, point in enumerate(result.points[:k]):
-                scores[row, col], ids[row, col] = point.score, int(point.id)
+                scores[row, col], ids[row, col] = point.score, int(point.payload[CHUNK_KEY])
         return scores, ids
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "qdrant_url": self.url, "qdrant_collection": self.collection,
+                "qdrant_owner": self.index.info.get("index_uuid"),
                 "qdrant_local_path": None if self.url else str(self.index.path / LOCAL_FOLDER)}
 
