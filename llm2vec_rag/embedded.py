@@ -23,7 +23,7 @@ class EmbeddedModel:
     family: str
     description: str
     size_mb: int
-    adapters: tuple[str, ...] = field(default=())  # package-relative adapter dirs, applied in order
+    adapters: tuple[str, ...] = field(default=())  # adapter dirs (relative to the weights package, or absolute)
     assemble: bool = False
 
     def installed(self) -> bool:
@@ -59,6 +59,11 @@ class EmbeddedModel:
             ) from None
 
 
+# LLM2Vec adapters trained with our own commands and shipped in this package (docs/results.md):
+# MNTP then SimCSE on WikiText-2 (benchmarks/train_default.sh), LoRA weights in bf16.
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+SMOLLM2_ADAPTERS = tuple(str(WEIGHTS / "smollm2-135m" / name) for name in ("1-mntp", "2-simcse"))
+
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
     for m in (
@@ -69,8 +74,10 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             dim=576,
             family="llama",
-            description="SmolLM2-135M-Instruct (Llama, 30 layers), GGUF Q4_1; the default",
+            description="SmolLM2-135M-Instruct (Llama, 30 layers, GGUF Q4_1) + LLM2Vec MNTP and SimCSE adapters "
+                        "trained on WikiText-2; the default",
             size_mb=94,
+            adapters=SMOLLM2_ADAPTERS,
         ),
         EmbeddedModel(
             name="gemma3-270m",

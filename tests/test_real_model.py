@@ -91,3 +91,18 @@ def test_gemma3_embedded_model_is_bidirectional():
     d = enc.encode_documents(["The mitochondria is the powerhouse of the cell, producing ATP.",
                               "Airplane wings generate lift because of the pressure difference."], normalize_embeddings=True)
     assert list((q @ d.T).argmax(axis=1)) == [0, 1]
+
+
+def test_default_carries_the_trained_adapters(smollm2, real_cache, monkeypatch):
+    """``smollm2-135m`` = the raw model + the MNTP and SimCSE adapters shipped in the package."""
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(real_cache))
+    adapters = [Path(a) for a in EMBEDDED["smollm2-135m"].adapters]
+    assert [a.name for a in adapters] == ["1-mntp", "2-simcse"]
+    for a in adapters:
+        assert (a / "adapter_model.safetensors").is_file() and (a / "training_card.json").is_file()
+    base = LLM2Vec.from_pretrained("smollm2-135m-base")
+    assert base.fingerprint() != smollm2.fingerprint()
+    a, b = smollm2.encode("cells", normalize_embeddings=True), base.encode("cells", normalize_embeddings=True)
+    assert float(a @ b) < 0.999  # the adapters change the vectors (bf16 noise alone stays above 0.9998)
+    stacked = LLM2Vec.from_pretrained("smollm2-135m-base", adapters=[str(x) for x in adapters])
+    assert np.allclose(stacked.encode("cells", normalize_embeddings=True), a, atol=1e-5)
