@@ -68,6 +68,7 @@ def main() -> None:
                          batch_size=args.batch_size, progress=False, log=lambda m: None) as index:
             report = index.last_report
             faiss_mb = index.meta.count() * (index.dim * 4 + 8) / 2**20  # flat: vectors + ids
+            rss_now = _current_rss_mb()  # what stays resident (the peak includes FAISS's growth transient)
         seconds = time.perf_counter() - t0
         rss_after_build = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
@@ -82,10 +83,19 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_rss_build_mb": round(rss_after_build), "faiss_index_mb": round(faiss_mb, 1),
         "peak_rss_build_minus_index_mb": round(rss_after_build - faiss_mb),
+        "rss_after_build_mb": round(rss_now), "rss_after_build_minus_index_mb": round(rss_now - faiss_mb),
         "docs_per_file": args.docs_per_file,
         "rss_after_model_load_mb": round(rss_after_load), "unchanged_rerun_s": round(rerun_s, 2),
         "unchanged_files": unchanged, "torch_threads": _threads(), "load_avg_1m": os.getloadavg()[0],
     }))
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _threads() -> int | None:
