@@ -10,6 +10,8 @@ Public API mirrors sentence-transformers (``encode``, ``encode_queries``,
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import os
 import sys
@@ -124,6 +126,11 @@ class LLM2Vec:
         ``encode``: about a minute on a small CPU, then ~1.4x faster; docs/performance.md).
         """
         resolved = resolve_model(model)
+        if resolved.kind == "embedded" and resolved.adapters:  # shipped adapters: merged once, cached
+            from .merged import merged_dir
+
+            resolved = dataclasses.replace(
+                resolved, source=str(merged_dir(resolved.name, resolved.source, resolved.adapters)), adapters=[])
         saved = resolved.settings
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
