@@ -37,7 +37,7 @@ PY
   mntp-simcse) both mntp-simcse --model $BASE --adapter "$RUNS/mntp-wikitext2" --adapter "$RUNS/simcse-wikitext2" ;;
   simcse-scifact)
     llm2vec-rag train simcse "$DATA/scifact/corpus.jsonl" --model $BASE --adapter "$RUNS/mntp-wikitext2" \
-      --output-dir "$RUNS/simcse-scifact" --steps 200 --batch-size 32 --max-length 64 --lr 1e-4 --warmup-steps 20 \
+      --output-dir "$RUNS/simcse-scifact" --steps 100 --batch-size 32 --max-length 64 --lr 1e-4 --warmup-steps 20 \
       --save-every 10 --log-every 5 --threads 2 --seed 42 --resume >> "$RUNS/simcse-scifact.log" 2>&1
     both simcse-scifact --model $BASE --adapter "$RUNS/mntp-wikitext2" --adapter "$RUNS/simcse-scifact" ;;
   supervised)
