@@ -97,6 +97,11 @@ def test_switching_backends_copies_vectors_without_reembedding(docs, tmp_path, e
     with Index.open(tmp_path / "ix", encoder, backend="faiss", log=lambda m: None) as index:
         assert [(h.id, round(h.score, 5)) for h in index.search_by_vector(query, k=2)] == expected
     assert encoder.calls == calls
+    client = QdrantClient(path=str(tmp_path / "ix" / "qdrant"))
+    try:  # moving back to FAISS took this index's points out of Qdrant (the empty collection is dropped)
+        assert not client.get_collections().collections
+    finally:
+        client.close()
 
 
 def test_index_types_on_qdrant(docs, tmp_path, encoder):

@@ -171,8 +171,9 @@ class Index:
                     if changes:
                         index._log(f"note: moving the vectors to {_describe_target(changes, index.info)}: "
                                    "copying them from the stored vectors (no re-embedding)")
-                        if index.info.get("backend", "faiss") == "faiss":
-                            _wipe_faiss(folder)
+                        _drop_backend(index)  # the old place: its points (Qdrant) are taken out
+                        index._backend = None
+                        _wipe_faiss(folder)
                     with meta.transaction() as conn:
                         meta.set_info({**changes, "index_type": new_type, "backend_rows_version": -1,
                                        "faiss_rows_version": -1}, conn)
@@ -564,13 +565,20 @@ def _drop_outside(cls: type[Index], folder: Path, lock: WriteLock, log: Callable
     except LLM2VecError:
         return  # unreadable: nothing we can identify outside the folder
     try:
-        old.backend.drop()
-    except LLM2VecError as exc:
-        old._log(f"warning: could not remove the old index's vectors ({exc}); starting over anyway")
+        _drop_backend(old)
     finally:
-        if old._backend is not None:
-            old._backend.close()
         old.meta.close()
+
+
+def _drop_backend(index: Index) -> None:
+    """Take the index's vectors out of where they live outside its folder (Qdrant); warn, never fail."""
+    try:
+        index.backend.drop()
+    except LLM2VecError as exc:
+        index._log(f"warning: could not remove the old vectors ({exc}); carrying on")
+    finally:
+        if index._backend is not None:
+            index._backend.close()
 
 
 def _wipe(folder: Path) -> None:
