@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -355,9 +356,30 @@ def forward_batch(
     return pool(hidden, text_mask.to(device), attention.to(device), pooling_mode)
 
 
+GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+def _load_tokenizer(source: str) -> Any:
+    """``AutoTokenizer``, except where the saved config names the generic fast class: then that class
+    directly, which is what ``AutoTokenizer`` would build, without its ~1 s of resolving (start-up)."""
+    from transformers import AutoTokenizer
+
+    config = Path(source) / "tokenizer_config.json"
+    if config.is_file() and (Path(source) / "tokenizer.json").is_file():
+        try:
+            name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+        except (OSError, ValueError):
+            name = None
+        if name in GENERIC_TOKENIZERS:
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source)
+
+
 def _load_base(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     """The bare transformer (no LM head) and its tokenizer, quiet about the head it drops."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -366,7 +388,7 @@ def _load_base(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[torch.nn.Mo
     hf_logging.disable_progress_bar()
     try:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+            tokenizer = _load_tokenizer(resolved.source)
             try:
                 model = AutoModel.from_pretrained(resolved.source, dtype=dtype, attn_implementation="sdpa")
             except ValueError as exc:

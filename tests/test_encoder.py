@@ -180,3 +180,25 @@ def test_token_budget_does_not_change_vectors(tiny_encoder):
     a = tiny_encoder.encode(texts, max_batch_tokens=16)
     b = tiny_encoder.encode(texts, max_batch_tokens=100000)
     assert np.allclose(a, b, atol=1e-4)
+
+
+def test_generic_tokenizer_is_loaded_directly_with_the_same_tokens(tiny_model_dir, tmp_path):
+    """Start-up shortcut: a saved generic fast tokenizer skips AutoTokenizer, and tokenizes identically."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from llm2vec_rag.encoder import GENERIC_TOKENIZERS, _load_tokenizer
+
+    config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
+    assert config.get("tokenizer_class") in GENERIC_TOKENIZERS  # what save_pretrained writes for these
+    direct, auto = _load_tokenizer(str(tiny_model_dir)), AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    for text in ["Given a claim, retrieve documents: cells divide.", "héllo </s> 12", ""]:
+        a, b = direct(text, return_offsets_mapping=True), auto(text, return_offsets_mapping=True)
+        assert a["input_ids"] == b["input_ids"] and a["offset_mapping"] == b["offset_mapping"]
+    assert (direct.pad_token, direct.eos_token, direct.bos_token) == (auto.pad_token, auto.eos_token, auto.bos_token)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "LlamaTokenizerFast"}))
+    assert type(_load_tokenizer(str(other))).__name__ == type(AutoTokenizer.from_pretrained(str(other))).__name__
