@@ -165,3 +165,19 @@ def test_missing_ray_is_a_one_line_error(built, monkeypatch, tmp_path):
 def test_ray_address_forms():
     assert ray_address(None) is None and ray_address(True) is None and ray_address("local") is None
     assert ray_address(" auto ") == "auto" and ray_address("ray://head:10001") == "ray://head:10001"
+
+
+def test_ray_writes_to_the_qdrant_backend(built, tiny_model_dir):
+    """--ray and --backend qdrant together: Ray embeds, the vectors land in Qdrant, search finds them."""
+    pytest.importorskip("qdrant_client")
+    common = dict(model=str(tiny_model_dir), dtype="float32", device="cpu", progress=False, log=lambda m: None,
+                  **CHUNKING)
+    path = built["root"] / "ray-qdrant-ix"
+    with Index.build(built["docs"], path=path, ray="local", ray_actors=2, backend="qdrant", **common) as index:
+        assert index.stats()["backend"] == "qdrant" and index.backend.count() == len(index)
+    ids = chunk_ids(built["plain"])
+    with Index.load(path) as qdrant_ix, Index.load(built["plain"]) as plain_ix:
+        cosine = (qdrant_ix.get_vectors(ids) * plain_ix.get_vectors(ids)).sum(axis=1)
+        assert cosine.min() >= 0.999
+        own = qdrant_ix.get_vectors(ids[:1])[0]
+        assert qdrant_ix.search_by_vector(own, k=1)[0].id == ids[0]
