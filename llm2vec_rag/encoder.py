@@ -91,6 +91,7 @@ class LLM2Vec:
         self.name = name
         self.adapters = [str(a) for a in adapters]
         self._fingerprint: str | None = None
+        self.engine = "native" if type(model).__module__.endswith(".native") else "transformers"
         self.load_spec: dict[str, Any] | None = None  # set by from_pretrained
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
@@ -116,6 +117,7 @@ class LLM2Vec:
         query_instruction: str | None = None,
         document_instruction: str | None = None,
         compile: bool = False,
+        engine: str = "auto",
     ) -> LLM2Vec:
         """Load an embedded model name, a ``.gguf`` file, a local or Hub model, or a saved encoder.
 
@@ -125,6 +127,9 @@ class LLM2Vec:
         ``adapters`` are applied in order after any the model already carries.
         ``compile`` runs inference through ``torch.compile`` (compiled on the first
         ``encode``: about a minute on a small CPU, then ~1.4x faster; docs/performance.md).
+        ``engine``: ``"native"`` runs Llama/Mistral/Qwen2/Qwen3 checkpoints through
+        :mod:`llm2vec_rag.native` (fast start-up, fp32 residual stream), ``"transformers"``
+        through transformers; ``"auto"`` (or ``$LLM2VEC_RAG_ENGINE``) picks native where it is exact.
         """
         resolved = resolve_model(model)
         if resolved.kind == "embedded" and resolved.adapters:  # shipped adapters: merged once, cached
@@ -135,9 +140,10 @@ class LLM2Vec:
         saved = resolved.settings
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
-        base, tokenizer = _load_base(resolved, torch_dtype)
         extra = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters or [])
         all_adapters = [*resolved.adapters, *extra]
+        chosen = choose_engine(engine, resolved, all_adapters)
+        base, tokenizer = _load_base(resolved, torch_dtype, engine=chosen)
         base = apply_adapters(base, all_adapters, merge_last=merge_adapters)
         base.to(torch_device)
 
@@ -165,7 +171,9 @@ class LLM2Vec:
             "enable_bidirectional": encoder.enable_bidirectional, "adapters": [str(a) for a in extra] or None,
             "merge_adapters": merge_adapters, "query_instruction": encoder.query_instruction,
             "document_instruction": encoder.document_instruction, "compile": encoder.compile,
+            "engine": engine,
         }
+        encoder.engine = chosen
         return encoder
 
     # ----------------------------------------------------------------- encoding
@@ -319,7 +327,7 @@ class LLM2Vec:
         return (
             f"LLM2Vec(name={self.name!r}, dim={self.dim}, pooling_mode={self.pooling_mode!r}, "
             f"bidirectional={self.enable_bidirectional}, max_length={self.max_length}, "
-            f"dtype={next(self.model.parameters()).dtype}, device={self.device})"
+            f"dtype={next(self.model.parameters()).dtype}, device={self.device}, engine={self.engine!r})"
         )
 
 
@@ -362,8 +370,6 @@ GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
 def _load_tokenizer(source: str) -> Any:
     """``AutoTokenizer``, except where the saved config names the generic fast class: then that class
     directly, which is what ``AutoTokenizer`` would build, without its ~1 s of resolving (start-up)."""
-    from transformers import AutoTokenizer
-
     config = Path(source) / "tokenizer_config.json"
     if config.is_file() and (Path(source) / "tokenizer.json").is_file():
         try:
@@ -374,11 +380,43 @@ def _load_tokenizer(source: str) -> Any:
             from transformers import PreTrainedTokenizerFast
 
             return PreTrainedTokenizerFast.from_pretrained(source)
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(source)
 
 
-def _load_base(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+ENGINES = ("auto", "native", "transformers")
+
+
+def choose_engine(engine: str, resolved: ResolvedModel, adapters: Sequence[Any]) -> str:
+    """``native`` where it runs the checkpoint exactly and nothing needs transformers' modules, else ``transformers``."""
+    if engine == "auto":
+        engine = os.environ.get("LLM2VEC_RAG_ENGINE", "auto") or "auto"
+    if engine not in ENGINES:
+        raise LLM2VecError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if engine == "transformers":
+        return engine
+    from .native import native_reason
+
+    if resolved.kind == "hub":
+        reason: str | None = "a Hub model (downloaded by transformers)"
+    elif adapters:
+        reason = "unmerged LoRA adapters (peft wraps transformers modules)"
+    else:
+        reason = native_reason(resolved.source)
+    if reason is None:
+        return "native"
+    if engine == "native":
+        raise LLM2VecError(f"the native engine cannot run {resolved.source}: {reason}; use engine='transformers'")
+    return "transformers"
+
+
+def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "transformers") -> tuple[torch.nn.Module, Any]:
     """The bare transformer (no LM head) and its tokenizer, quiet about the head it drops."""
+    if engine == "native":
+        from .native import load_native
+
+        return load_native(resolved.source, dtype), _load_tokenizer(resolved.source)
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 

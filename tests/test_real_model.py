@@ -121,3 +121,21 @@ def test_default_loads_merged_without_peft(smollm2, real_cache):
     assert out.returncode == 0, out.stderr
     peft_loaded, fingerprint = out.stdout.split()
     assert peft_loaded == "False" and fingerprint == smollm2.fingerprint()
+
+
+def test_default_runs_native_engine_close_to_fp32_transformers(smollm2, real_cache, monkeypatch):
+    """The default loads through the native engine; its bf16 vectors stay within cosine 0.999 of
+    transformers in fp32 on real SciFact documents (docs/performance.md has the 200-document figures)."""
+    import json
+
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(real_cache))
+    assert smollm2.engine == "native"
+    from conftest import DATA
+
+    lines = (DATA / "scifact" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    docs = [(lambda d: d["title"] + " " + d["text"])(json.loads(line)) for line in lines]
+    exact = LLM2Vec.from_pretrained("smollm2-135m", engine="transformers", dtype="float32")
+    assert exact.fingerprint() == smollm2.fingerprint()
+    got = torch.tensor(smollm2.encode_documents(docs))
+    want = torch.tensor(exact.encode_documents(docs))
+    assert torch.nn.functional.cosine_similarity(got, want).min() > 0.999

@@ -1,0 +1,316 @@
+"""A lean inference engine for the Llama family (Llama, Mistral, Qwen2, Qwen3).
+
+Why a second forward pass next to transformers': start-up and speed. Building
+a transformers model imports ~3 s of modules (dynamo, distributed tensors,
+generation) before a single weight is read; this module needs only torch and
+safetensors, so the default model loads in well under a second after torch.
+It also fuses what transformers runs as separate kernels (RMSNorm in one
+``F.rms_norm``; rotary embedding as one ``addcmul``, so bf16 rounds once where
+transformers rounds twice) and passes a key-padding mask of shape (B, 1, 1, L)
+instead of a full (B, 1, L, L) one, or none when a batch has no padding.
+
+Parameter names match transformers' base model (``layers.0.self_attn.q_proj.weight``),
+so checkpoints load as they are, fingerprints are identical across engines,
+and the bidirectional switch (:mod:`.bidirectional`) works unchanged through
+each attention module's ``is_causal``. Anything outside the table (other
+families, rope scaling, sliding windows, unmerged adapters, training) goes
+through transformers: ``engine="auto"`` picks this one only where it is exact,
+and tests hold it to transformers' output per family.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class NativeFamily:
+    qkv_bias: bool | None = None  # fixed bias on q/k/v (Qwen2), else config.attention_bias
+    o_bias: bool | None = None  # fixed bias on o_proj, else config.attention_bias
+    qk_norm: bool = False  # RMSNorm on each head's query and key (Qwen3)
+
+
+NATIVE_FAMILIES: dict[str, NativeFamily] = {
+    "llama": NativeFamily(),
+    "mistral": NativeFamily(),
+    "qwen2": NativeFamily(qkv_bias=True, o_bias=False),
+    "qwen3": NativeFamily(qk_norm=True),
+}
+ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu}
+
+
+class NativeConfig:
+    """The config.json fields as attributes (what the rest of the toolkit reads from ``model.config``)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __getattr__(self, name: str) -> Any:  # absent optional fields read as None, as in transformers
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+class NativeOutput:
+    __slots__ = ("last_hidden_state",)
+
+    def __init__(self, last_hidden_state: torch.Tensor) -> None:
+        self.last_hidden_state = last_hidden_state
+
+
+def _rope_theta(cfg: dict[str, Any]) -> float | None:
+    """The base frequency, or None when the rope type needs scaling we do not implement."""
+    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type != "default":
+        return None
+    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    return float(theta)
+
+
+def unsupported_reason(cfg: dict[str, Any]) -> str | None:
+    """Why this config must go through transformers, or None when the native engine is exact for it."""
+    mtype = cfg.get("model_type")
+    if mtype not in NATIVE_FAMILIES:
+        return f"model_type {mtype!r} is not in the native table"
+    if _rope_theta(cfg) is None:
+        return "rope scaling"
+    if cfg.get("hidden_act", "silu") not in ACTIVATIONS:
+        return f"activation {cfg.get('hidden_act')!r}"
+    if cfg.get("sliding_window") and (cfg.get("use_sliding_window", mtype == "mistral")
+                                      or "sliding_attention" in (cfg.get("layer_types") or [])):
+        return "sliding-window attention"
+    if cfg.get("partial_rotary_factor", 1.0) not in (1, 1.0, None):
+        return "partial rotary embeddings"
+    return None
+
+
+class Linear(nn.Linear):
+    """No random init: every weight comes from the checkpoint (initialising 135M weights costs ~1 s)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        pass
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """fp32 statistics, then the weight's dtype (transformers' order of casts) in one fused kernel."""
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(self.weight.dtype) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: NativeConfig, family: NativeFamily) -> None:
+        super().__init__()
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads or self.heads
+        self.head_dim = cfg.head_dim or cfg.hidden_size // self.heads
+        configured = bool(cfg.attention_bias)
+        bias = configured if family.qkv_bias is None else family.qkv_bias
+        self.q_proj = Linear(cfg.hidden_size, self.heads * self.head_dim, bias=bias)
+        self.k_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=bias)
+        self.v_proj = Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=bias)
+        o_bias = configured if family.o_bias is None else family.o_bias
+        self.o_proj = Linear(self.heads * self.head_dim, cfg.hidden_size, bias=o_bias)
+        if family.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+        self.is_causal = True  # flipped by bidirectional.set_bidirectional
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, _ = h.shape
+        q = self.q_proj(h).view(b, n, self.heads, self.head_dim)
+        k = self.k_proj(h).view(b, n, self.kv_heads, self.head_dim)
+        v = self.v_proj(h).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = _rotate(q.transpose(1, 2), cos, sin)
+        k = _rotate(k.transpose(1, 2), cos, sin)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=self.head_dim ** -0.5, enable_gqa=self.kv_heads != self.heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding: ``x*cos + rotate_half(x)*sin`` with the sign folded into ``signed_sin`` (3 kernels, not 5)."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: NativeConfig) -> None:
+        super().__init__()
+        bias = bool(cfg.mlp_bias)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=bias)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=bias)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=bias)
+        self.act = ACTIVATIONS[cfg.hidden_act or "silu"]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: NativeConfig, family: NativeFamily) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, family)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+
+class NativeDecoder(nn.Module):
+    """The decoder stack without its LM head; ``forward`` returns ``.last_hidden_state`` like transformers."""
+
+    def __init__(self, cfg: NativeConfig) -> None:
+        super().__init__()
+        reason = unsupported_reason(cfg.to_dict())
+        if reason:
+            raise ModelLoadError(f"native engine cannot run this model: {reason}")
+        family = NATIVE_FAMILIES[cfg.model_type]
+        self.config = cfg
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Layer(cfg, family) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        head_dim = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
+        theta = _rope_theta(cfg.to_dict())
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **_: Any,
+    ) -> NativeOutput:
+        b, n = input_ids.shape
+        dtype = self.embed_tokens.weight.dtype
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        freqs = position_ids[:, :, None].float() * self.inv_freq.float()[None, None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        half = freqs.shape[-1]
+        cos = angles.cos().to(dtype)[:, None]
+        sin = angles.sin()
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).to(dtype)[:, None]
+        masks: dict[bool, torch.Tensor | None] = {}
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            attn = layer.self_attn
+            if attn.is_causal not in masks:
+                masks[attn.is_causal] = _mask(attention_mask.bool(), attn.is_causal)
+            x = x + attn(layer.input_layernorm(x), cos, sin, masks[attn.is_causal])
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return NativeOutput(self.norm(x))
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, out: str | os.PathLike[str], safe_serialization: bool = True, **_: Any) -> None:
+        """The transformers layout (config.json + model.safetensors), so either engine reloads it."""
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+        config = self.config.to_dict()
+        config["dtype"] = str(self.embed_tokens.weight.dtype).removeprefix("torch.")
+        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _mask(keep: torch.Tensor, causal: bool) -> torch.Tensor | None:
+    """Key padding as (B, 1, 1, L), or (B, 1, L, L) when causal; None when nothing is masked."""
+    if not causal:
+        return None if bool(keep.all()) else keep[:, None, None, :]
+    n = keep.shape[-1]
+    tril = torch.ones((n, n), dtype=torch.bool, device=keep.device).tril()
+    # each position also sees itself, so a left-pad row is never fully masked (SDPA would return NaN)
+    return (keep[:, None, None, :] & tril) | torch.eye(n, dtype=torch.bool, device=keep.device)
+
+
+def read_config(source: str | os.PathLike[str]) -> dict[str, Any] | None:
+    path = Path(source) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def weight_files(source: str | os.PathLike[str]) -> list[Path]:
+    """The safetensors files of a local checkpoint (one file or an index of shards); [] if none."""
+    src = Path(source)
+    single = src / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = src / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError):
+            return []
+        return [src / s for s in shards]
+    return []
+
+
+def native_reason(source: str | os.PathLike[str]) -> str | None:
+    """None when ``source`` is a local checkpoint the native engine runs exactly; else why not."""
+    cfg = read_config(source)
+    if cfg is None:
+        return "no readable config.json"
+    if not weight_files(source):
+        return "no safetensors weights"
+    return unsupported_reason(cfg)
+
+
+def load_native(source: str | os.PathLike[str], dtype: torch.dtype) -> NativeDecoder:
+    """Build the decoder without initialising it and assign the checkpoint's tensors (no init pass, no second copy)."""
+    from safetensors.torch import load_file
+
+    cfg = NativeConfig(read_config(source) or {})
+    model = NativeDecoder(cfg)  # uninitialised storage (no init pass), replaced below
+    state: dict[str, torch.Tensor] = {}
+    for path in weight_files(source):
+        for key, tensor in load_file(str(path)).items():
+            if key.startswith("lm_head."):
+                continue
+            key = key.removeprefix("model.")
+            state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        detail = f"missing {sorted(missing)[:3]}" if missing else f"unexpected {sorted(unexpected)[:3]}"
+        raise ModelLoadError(f"cannot load {source} with the native engine: {detail}")
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval()
+
+
+__all__ = ["NativeDecoder", "NativeConfig", "load_native", "native_reason", "unsupported_reason", "NATIVE_FAMILIES"]

@@ -1,0 +1,136 @@
+"""The native engine against transformers, family by family (tiny random models, hidden 64, 2 layers)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.bidirectional import attention_report, set_bidirectional
+from llm2vec_rag.errors import LLM2VecError
+from llm2vec_rag.native import NATIVE_FAMILIES, NativeDecoder, load_native, native_reason
+
+from conftest import build_tiny_tokenizer, write_tiny_model_dir
+
+TEXTS = ["a cell is the unit of life", "proteins fold", "the quick brown fox jumps over the lazy dog again and again"]
+
+
+@pytest.fixture(scope="module")
+def native_dirs(tmp_path_factory):
+    """One tiny checkpoint per native family; Mistral without a sliding window (with one it is not native)."""
+    import transformers
+
+    from tiny_models import COMMON, TINY_CONFIGS
+
+    dirs = {}
+    for mtype in NATIVE_FAMILIES:
+        cls_name, extra = TINY_CONFIGS[mtype]
+        extra = {**extra, "sliding_window": None} if mtype == "mistral" else extra
+        config = getattr(transformers, cls_name)(**{**COMMON, **extra})
+        if mtype == "llama":
+            config.attention_bias = True  # bias paths exercised too
+            config.mlp_bias = True
+        path = tmp_path_factory.mktemp(f"native-{mtype}")
+        torch.manual_seed(3)
+        model = transformers.AutoModelForCausalLM.from_config(config)  # "model." prefix + lm_head in the file
+        with torch.no_grad():
+            for p in model.parameters():  # non-trivial norms and biases
+                p.add_(torch.randn_like(p) * 0.02)
+        model.save_pretrained(path)
+        build_tiny_tokenizer().save_pretrained(path)
+        dirs[mtype] = path
+    return dirs
+
+
+def _inputs(pad: int = 0):
+    ids = torch.tensor([[pad, pad, 5, 9, 17, 33], [7, 8, 9, 10, 11, 12], [pad, pad, pad, pad, 40, 41]])
+    mask = (torch.arange(6)[None, :] >= torch.tensor([[2], [0], [4]])).long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+@pytest.mark.parametrize("mtype", sorted(NATIVE_FAMILIES))
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_native_matches_transformers(native_dirs, mtype, bidirectional):
+    from transformers import AutoModel
+
+    path = native_dirs[mtype]
+    assert native_reason(path) is None
+    ref = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    mine = load_native(path, torch.float32)
+    set_bidirectional(ref, bidirectional)
+    set_bidirectional(mine, bidirectional)
+    ids, mask, positions = _inputs()
+    with torch.inference_mode():
+        want = ref(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        got = mine(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-4)
+    assert torch.isfinite(got).all()  # left-pad rows never fully masked, even causal
+    # batch size 1, no padding (the case where SDPA's own causal flag used to win)
+    with torch.inference_mode():
+        one = ids[1:2]
+        torch.testing.assert_close(mine(input_ids=one).last_hidden_state, ref(input_ids=one).last_hidden_state,
+                                   atol=2e-5, rtol=1e-4)
+    report = attention_report(mine)
+    assert report == {"batch1": bidirectional, "padded": bidirectional}
+
+
+@pytest.mark.parametrize("mtype", sorted(NATIVE_FAMILIES))
+def test_encoder_picks_native_and_matches(native_dirs, mtype):
+    path = native_dirs[mtype]
+    native = LLM2Vec.from_pretrained(str(path), dtype="float32")
+    hf = LLM2Vec.from_pretrained(str(path), dtype="float32", engine="transformers")
+    assert native.engine == "native" and isinstance(native.model, NativeDecoder)
+    assert hf.engine == "transformers" and not isinstance(hf.model, NativeDecoder)
+    assert native.fingerprint() == hf.fingerprint()  # an index built by one engine is searched by the other
+    a, b = native.encode_queries(TEXTS), hf.encode_queries(TEXTS)
+    cos = torch.nn.functional.cosine_similarity(torch.tensor(a), torch.tensor(b))
+    assert cos.min() > 0.99999
+    native.check_bidirectional()
+
+
+def test_falls_back_where_not_exact(tiny_family_dirs, native_dirs, tmp_path):
+    # families outside the table, and sliding windows, go through transformers
+    assert LLM2Vec.from_pretrained(str(tiny_family_dirs["gemma"]), dtype="float32").engine == "transformers"
+    assert "sliding" in native_reason(tiny_family_dirs["mistral"])
+    assert LLM2Vec.from_pretrained(str(tiny_family_dirs["mistral"]), dtype="float32").engine == "transformers"
+    # rope scaling is not implemented natively
+    scaled = write_tiny_model_dir(tmp_path / "scaled")
+    import json
+
+    cfg = json.loads((scaled / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    (scaled / "config.json").write_text(json.dumps(cfg))
+    assert native_reason(scaled) == "rope scaling"
+    with pytest.raises(LLM2VecError, match="rope scaling"):
+        LLM2Vec.from_pretrained(str(scaled), engine="native")
+    with pytest.raises(LLM2VecError, match="unknown engine"):
+        LLM2Vec.from_pretrained(str(native_dirs["llama"]), engine="onnx")
+
+
+def test_engine_env_and_save_round_trip(native_dirs, tmp_path, monkeypatch):
+    path = native_dirs["qwen3"]
+    monkeypatch.setenv("LLM2VEC_RAG_ENGINE", "transformers")
+    assert LLM2Vec.from_pretrained(str(path), dtype="float32").engine == "transformers"
+    monkeypatch.delenv("LLM2VEC_RAG_ENGINE")
+    enc = LLM2Vec.from_pretrained(str(path), dtype="float32")
+    saved = enc.save(tmp_path / "saved")
+    for engine in ("native", "transformers"):  # what the native engine saves, both engines reload
+        again = LLM2Vec.from_pretrained(str(saved), engine=engine, dtype="float32")
+        assert again.fingerprint() == enc.fingerprint()
+        torch.testing.assert_close(torch.tensor(again.encode(TEXTS)), torch.tensor(enc.encode(TEXTS)))
+
+
+def test_native_load_does_not_import_transformers_models(native_dirs):
+    """The start-up win: no transformers modeling code, no torch._dynamo on the native path."""
+    code = (
+        "import sys; from llm2vec_rag import LLM2Vec; "
+        f"m = LLM2Vec.from_pretrained({str(native_dirs['llama'])!r}); m.encode(['x']); "
+        "heavy = [k for k in ('torch._dynamo', 'transformers.modeling_utils', 'peft') if k in sys.modules]; "
+        "print(m.engine, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "native []"
