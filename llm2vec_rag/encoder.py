@@ -367,9 +367,10 @@ def forward_batch(
 GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
 
 
-def _load_tokenizer(source: str) -> Any:
+def _load_tokenizer(source: str, light: bool = False) -> Any:
     """``AutoTokenizer``, except where the saved config names the generic fast class: then that class
-    directly, which is what ``AutoTokenizer`` would build, without its ~1 s of resolving (start-up)."""
+    directly, which is what ``AutoTokenizer`` would build, without its ~1 s of resolving (start-up);
+    with ``light``, the same ``tokenizers`` object without importing transformers at all."""
     config = Path(source) / "tokenizer_config.json"
     if config.is_file() and (Path(source) / "tokenizer.json").is_file():
         try:
@@ -377,6 +378,10 @@ def _load_tokenizer(source: str) -> Any:
         except (OSError, ValueError):
             name = None
         if name in GENERIC_TOKENIZERS:
+            if light:
+                from .light_tokenizer import LightTokenizer
+
+                return LightTokenizer(source)
             from transformers import PreTrainedTokenizerFast
 
             return PreTrainedTokenizerFast.from_pretrained(source)
@@ -416,7 +421,7 @@ def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "trans
     if engine == "native":
         from .native import load_native
 
-        return load_native(resolved.source, dtype), _load_tokenizer(resolved.source)
+        return load_native(resolved.source, dtype), _load_tokenizer(resolved.source, light=True)
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,8 +130,57 @@ def test_native_load_does_not_import_transformers_models(native_dirs):
     code = (
         "import sys; from llm2vec_rag import LLM2Vec; "
         f"m = LLM2Vec.from_pretrained({str(native_dirs['llama'])!r}); m.encode(['x']); "
-        "heavy = [k for k in ('torch._dynamo', 'transformers.modeling_utils', 'peft') if k in sys.modules]; "
+        "heavy = [k for k in ('torch._dynamo', 'transformers', 'peft') if k in sys.modules]; "
         "print(m.engine, heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "native []"
+
+
+TOKENIZER_TEXTS = [
+    "", " ", "a cell is the unit of life", "Ünïcödé — naïve café 🙂 東京", "tabs\tand\nnewlines  twice",
+    "Given a scientific claim, retrieve documents: 0-dimensional biomaterials show inductive properties.",
+    "word " * 300,
+]
+
+
+def check_light_tokenizer(sources, tmp_path):
+    """LightTokenizer answers every call as transformers' fast tokenizer does (also run on SmolLM2's)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from llm2vec_rag.light_tokenizer import LightTokenizer
+
+    for source in map(Path, sources):
+        light, full = LightTokenizer(source), PreTrainedTokenizerFast.from_pretrained(source)
+        for attr in ("bos_token", "eos_token", "pad_token", "bos_token_id", "eos_token_id", "pad_token_id"):
+            assert getattr(light, attr) == getattr(full, attr), attr
+        assert len(light) == len(full)
+        for kwargs in ({}, {"add_special_tokens": False},
+                       {"truncation": True, "max_length": 7, "return_offsets_mapping": True,
+                        "return_special_tokens_mask": True}):
+            want = full(TOKENIZER_TEXTS, **kwargs)
+            got = light(TOKENIZER_TEXTS, **kwargs)
+            for key, value in got.items():
+                assert [list(map(tuple, v)) if key == "offset_mapping" else list(v) for v in value] == \
+                    [list(map(tuple, v)) if key == "offset_mapping" else list(v) for v in want[key]], key
+        assert light("one text")["input_ids"] == full("one text")["input_ids"]
+        light.save_pretrained(tmp_path / source.name)  # transformers reads back what it saves
+        again = PreTrainedTokenizerFast.from_pretrained(tmp_path / source.name)
+        assert again(TOKENIZER_TEXTS)["input_ids"] == full(TOKENIZER_TEXTS)["input_ids"]
+        assert again.pad_token == light.pad_token
+
+
+def test_light_tokenizer_equals_transformers(native_dirs, tmp_path):
+    check_light_tokenizer([native_dirs["llama"]], tmp_path)
+
+
+def test_native_encoder_uses_light_tokenizer(native_dirs):
+    from llm2vec_rag.light_tokenizer import LightTokenizer
+
+    native = LLM2Vec.from_pretrained(str(native_dirs["llama"]), dtype="float32")
+    hf = LLM2Vec.from_pretrained(str(native_dirs["llama"]), dtype="float32", engine="transformers")
+    assert isinstance(native.tokenizer, LightTokenizer) and not isinstance(hf.tokenizer, LightTokenizer)
+    from llm2vec_rag.instructions import tokenize_all
+
+    items = [["Given a claim, retrieve:", t] for t in TOKENIZER_TEXTS] + TOKENIZER_TEXTS
+    assert tokenize_all(native.tokenizer, items, 64) == tokenize_all(hf.tokenizer, items, 64)

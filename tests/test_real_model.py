@@ -139,3 +139,12 @@ def test_default_runs_native_engine_close_to_fp32_transformers(smollm2, real_cac
     got = torch.tensor(smollm2.encode_documents(docs))
     want = torch.tensor(exact.encode_documents(docs))
     assert torch.nn.functional.cosine_similarity(got, want).min() > 0.999
+
+
+def test_light_tokenizer_on_the_real_tokenizer(smollm2, tmp_path):
+    from test_native import check_light_tokenizer
+
+    from llm2vec_rag.light_tokenizer import LightTokenizer
+
+    assert isinstance(smollm2.tokenizer, LightTokenizer)
+    check_light_tokenizer([smollm2.tokenizer.source], tmp_path)
