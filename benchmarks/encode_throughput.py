@@ -68,7 +68,7 @@ def our_worker(job_path: str, reply_path: str) -> int:
     # the raw weights (no trained adapters), as the reference gets them
     enc = LLM2Vec.from_pretrained("smollm2-135m-base", dtype=job["dtype"], pooling_mode="mean",
                                   enable_bidirectional=True, max_length=int(job["max_length"]),
-                                  compile=bool(job.get("compile")))
+                                  compile=bool(job.get("compile")), engine=job.get("engine", "auto"))
     load_s = time.perf_counter() - t0
     reply = {"load_seconds": load_s, "repr": repr(enc), "threads": torch.get_num_threads(), "runs": []}
     for run in job["runs"]:
@@ -167,12 +167,14 @@ def minilm_dir(python: Path) -> Path:
 # ------------------------------------------------------------------- driver
 # (ours, reference) pairs compared: same dtype, and each side at its CPU default (ours picks bf16 on
 # CPUs with AMX/AVX512-BF16; the reference, like transformers, loads float32 unless told otherwise).
-PAIRS = [("ours-bf16", "reference-bf16"), ("ours-bf16+compile", "reference-bf16"), ("ours-fp32", "reference-fp32"),
+PAIRS = [("ours-bf16", "reference-bf16"), ("ours-bf16+compile", "reference-bf16"),
+         ("ours-bf16@transformers", "reference-bf16"), ("ours-fp32", "reference-fp32"),
          ("ours-bf16", "reference-fp32"), ("ours-bf16+compile", "reference-fp32")]
 
 
 def contender_name(run: dict) -> str:
-    return f"{run['contender']}-{'bf16' if run['dtype'] == 'bfloat16' else 'fp32'}" + ("+compile" if run.get("compile") else "")
+    return (f"{run['contender']}-{'bf16' if run['dtype'] == 'bfloat16' else 'fp32'}" + ("+compile" if run.get("compile") else "")
+            + (f"@{run['engine']}" if run.get("engine") else ""))
 
 
 def plan(args) -> list[dict]:
@@ -182,6 +184,9 @@ def plan(args) -> list[dict]:
                  {"id": f"reference-bf16-{rep}", "contender": "reference", "dtype": "bfloat16"}]
         if args.compile:
             runs.append({"id": f"ours-bf16+compile-{rep}", "contender": "ours", "dtype": "bfloat16", "compile": True})
+        if args.engines:
+            runs.append({"id": f"ours-bf16@transformers-{rep}", "contender": "ours", "dtype": "bfloat16",
+                         "engine": "transformers"})
     if not args.no_fp32:
         for rep in range(1, args.fp32_repeats + 1):
             runs += [{"id": f"ours-fp32-{rep}", "contender": "ours", "dtype": "float32"},
@@ -201,6 +206,7 @@ def execute(run: dict, args, export: Path, inputs: dict, work: Path, ref_python:
     t0 = time.perf_counter()
     if run["contender"] == "ours":
         reply = run_ours({"dtype": run["dtype"], "compile": run.get("compile", False), "threads": args.threads,
+                          "engine": run.get("engine", "auto"),
                           "max_length": args.max_length,
                           "batch_size": args.batch_size, "runs": sub}, work / f"{run['id']}.job.json")
     elif run["contender"] == "reference":
@@ -330,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fp32", action="store_true")
     ap.add_argument("--no-minilm", action="store_true")
     ap.add_argument("--compile", action="store_true", help="add an ours-bf16 + torch.compile contender")
+    ap.add_argument("--engines", action="store_true",
+                    help="add ours-bf16 through the transformers engine (the default runs the native engine)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
