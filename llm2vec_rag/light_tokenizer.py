@@ -92,6 +92,17 @@ class LightTokenizer:
             out["special_tokens_mask"] = [e.special_tokens_mask for e in encodings]
         return {k: v[0] for k, v in out.items()} if single else out
 
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | list[str]:
+        if isinstance(ids, int):
+            return self._tok.id_to_token(ids)
+        return [self._tok.id_to_token(i) for i in ids]
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._tok.get_vocab(with_added_tokens=True)
+
     def save_pretrained(self, out: str | Path) -> None:
         """The files it was read from (pad token included), which transformers reloads as before."""
         out = Path(out)

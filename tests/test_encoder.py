@@ -182,6 +182,20 @@ def test_token_budget_does_not_change_vectors(tiny_encoder):
     assert np.allclose(a, b, atol=1e-4)
 
 
+def test_default_token_budget_is_small_on_cpu(tiny_encoder, monkeypatch):
+    """CPU batches default to batch_size x 64 padded tokens (cache-sized; measured faster), GPU x 256."""
+    import llm2vec_rag.encoder as encoder_module
+
+    seen = []
+    real = encoder_module.plan_batches
+    monkeypatch.setattr(encoder_module, "plan_batches", lambda lengths, budget: seen.append(budget) or real(lengths, budget))
+    tiny_encoder.encode(CORPUS[:4])
+    tiny_encoder.encode(CORPUS[:4], batch_size=8)
+    tiny_encoder.encode(CORPUS[:4], max_batch_tokens=999)
+    assert seen == [32 * 64, 8 * 64, 999]
+    assert encoder_module.TOKENS_PER_BATCH_SLOT["default"] == 256
+
+
 def test_generic_tokenizer_is_loaded_directly_with_the_same_tokens(tiny_model_dir, tmp_path):
     """Start-up shortcut: a saved generic fast tokenizer skips AutoTokenizer, and tokenizes identically."""
     import json

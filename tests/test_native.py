@@ -164,6 +164,11 @@ def check_light_tokenizer(sources, tmp_path):
                 assert [list(map(tuple, v)) if key == "offset_mapping" else list(v) for v in value] == \
                     [list(map(tuple, v)) if key == "offset_mapping" else list(v) for v in want[key]], key
         assert light("one text")["input_ids"] == full("one text")["input_ids"]
+        ids = full(TOKENIZER_TEXTS[3])["input_ids"]
+        for skip in (False, True):
+            assert light.decode(ids, skip_special_tokens=skip) == full.decode(ids, skip_special_tokens=skip)
+        assert light.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(ids)
+        assert light.get_vocab() == full.get_vocab()
         light.save_pretrained(tmp_path / source.name)  # transformers reads back what it saves
         again = PreTrainedTokenizerFast.from_pretrained(tmp_path / source.name)
         assert again(TOKENIZER_TEXTS)["input_ids"] == full(TOKENIZER_TEXTS)["input_ids"]
