@@ -54,7 +54,7 @@ def ours_worker(spec: dict) -> int:
 
     enc = LLM2Vec.from_pretrained("smollm2-135m-base", dtype=spec["dtype"], engine=spec.get("engine", "auto"),
                                   compile=bool(spec.get("compile")), max_length=int(spec["max_length"]))
-    warm = [json.load(open(spec["warmup"], encoding="utf-8"))][0]
+    warm = json.load(open(spec["warmup"], encoding="utf-8"))
     enc.encode(warm, batch_size=int(spec["batch_size"]), show_progress_bar=False)
     return _serve(lambda items: enc.encode(items, batch_size=int(spec["batch_size"]), show_progress_bar=False))
 

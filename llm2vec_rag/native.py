@@ -20,7 +20,6 @@ and tests hold it to transformers' output per family.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
