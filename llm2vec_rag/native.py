@@ -7,7 +7,9 @@ safetensors, so the default model loads in well under a second after torch.
 It also fuses what transformers runs as separate kernels (RMSNorm in one
 ``F.rms_norm``; rotary embedding as one ``addcmul``, so bf16 rounds once where
 transformers rounds twice) and passes a key-padding mask of shape (B, 1, 1, L)
-instead of a full (B, 1, L, L) one, or none when a batch has no padding.
+instead of a full (B, 1, L, L) one, or none when a batch has no padding. On CPU,
+bidirectional inference skips SDPA for span attention: each text attends over its
+own tokens only, in cache-sized matmul blocks (see ``_span_attention``).
 
 Parameter names match transformers' base model (``layers.0.self_attn.q_proj.weight``),
 so checkpoints load as they are, fingerprints are identical across engines,
@@ -140,7 +142,14 @@ class Attention(nn.Module):
             self.q_norm = self.k_norm = None
         self.is_causal = True  # flipped by bidirectional.set_bidirectional
 
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        spans: list[tuple[int, int]] | None = None,
+    ) -> torch.Tensor:
         b, n, _ = h.shape
         q = self.q_proj(h).view(b, n, self.heads, self.head_dim)
         k = self.k_proj(h).view(b, n, self.kv_heads, self.head_dim)
@@ -149,10 +158,55 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = _rotate(q.transpose(1, 2), cos, sin)
         k = _rotate(k.transpose(1, 2), cos, sin)
+        if spans is not None and not self.is_causal and not torch.is_grad_enabled():
+            return self.o_proj(_span_attention(q, k, v, spans, self.head_dim ** -0.5).reshape(b, n, -1))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=self.head_dim ** -0.5, enable_gqa=self.kv_heads != self.heads
         )
         return self.o_proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+
+
+# Queries per score block in span attention: a (kv_heads, group x 256, L) block of scores stays in cache.
+SPAN_QUERY_CHUNK = 256
+
+
+def _span_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list[tuple[int, int]], scale: float
+) -> torch.Tensor:
+    """Bidirectional attention on CPU, one text at a time over its own tokens only.
+
+    Why: torch's CPU flash-attention kernel reaches ~175 GFLOP/s in bf16 here, while plain
+    matmuls on cache-sized blocks reach ~750, and padding costs nothing when each text is
+    cut to its span (2.2-2.6x faster on SmolLM2 shapes; 18% off a SciFact encode). Scores
+    round to the input dtype: in bf16 that keeps document vectors at cosine 0.99993 to fp32
+    (SDPA: 0.99995, the transformers engine: 0.99991). Returns (B, L, heads, head_dim);
+    padded positions are zeros (nothing pools them, and no real token attends to them).
+    """
+    bsz, heads, n, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    out = q.new_zeros(bsz, n, heads, dim)
+    for i, (start, end) in enumerate(spans):
+        keys_t = k[i, :, start:end].transpose(-1, -2)  # (kv, dim, len); GQA without repeating k/v
+        values = v[i, :, start:end]
+        for c in range(start, end, SPAN_QUERY_CHUNK):
+            stop = min(c + SPAN_QUERY_CHUNK, end)
+            block = q[i, :, c:stop].reshape(kv_heads, group * (stop - c), dim)  # heads sharing a kv head
+            probs = torch.softmax(torch.matmul(block, keys_t) * scale, dim=-1)
+            out[i, c:stop] = torch.matmul(probs, values).view(heads, stop - c, dim).transpose(0, 1)
+    return out
+
+
+def _spans(keep: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Each row's run of real tokens as (start, end), or None when some row's tokens are not one run."""
+    n = keep.shape[-1]
+    count = keep.sum(-1)
+    start = torch.where(count > 0, keep.int().argmax(-1), 0)
+    idx = torch.arange(n, device=keep.device)
+    run = (idx >= start[:, None]) & (idx < (start + count)[:, None])
+    if not bool((run == keep).all()):
+        return None
+    return list(zip(start.tolist(), (start + count).tolist()))
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -200,6 +254,12 @@ class NativeDecoder(nn.Module):
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    # CPU inference uses span attention (see ``_span_attention``); False forces SDPA everywhere.
+    use_span_attention = True
+
+    def span_attention(self, input_ids: torch.Tensor) -> bool:
+        return self.use_span_attention and input_ids.device.type == "cpu" and not torch.is_grad_enabled()
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
 
@@ -223,12 +283,13 @@ class NativeDecoder(nn.Module):
         sin = angles.sin()
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).to(dtype)[:, None]
         masks: dict[bool, torch.Tensor | None] = {}
+        spans = _spans(attention_mask.bool()) if self.span_attention(input_ids) else None
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             attn = layer.self_attn
             if attn.is_causal not in masks:
                 masks[attn.is_causal] = _mask(attention_mask.bool(), attn.is_causal)
-            x = x + attn(layer.input_layernorm(x), cos, sin, masks[attn.is_causal])
+            x = x + attn(layer.input_layernorm(x), cos, sin, masks[attn.is_causal], spans)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return NativeOutput(self.norm(x))
 

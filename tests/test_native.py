@@ -189,3 +189,59 @@ def test_native_encoder_uses_light_tokenizer(native_dirs):
 
     items = [["Given a claim, retrieve:", t] for t in TOKENIZER_TEXTS] + TOKENIZER_TEXTS
     assert tokenize_all(native.tokenizer, items, 64) == tokenize_all(hf.tokenizer, items, 64)
+
+
+def _padded_batch(vocab: int = 60):
+    torch.manual_seed(11)
+    ids = torch.randint(3, vocab, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, :4] = 0  # left padding, as the encoder pads
+    mask[2, 7:] = 0  # right padding, as a user's tokenizer may pad
+    return ids, mask
+
+
+@pytest.mark.parametrize("mtype", sorted(NATIVE_FAMILIES))
+def test_span_attention_matches_sdpa(native_dirs, mtype, monkeypatch):
+    import llm2vec_rag.native as native
+
+    model = load_native(native_dirs[mtype], torch.float32)
+    set_bidirectional(model, True)
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    calls = []
+    original = native._span_attention
+    monkeypatch.setattr(native, "_span_attention", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(native, "SPAN_QUERY_CHUNK", 2)  # several query blocks per text
+    with torch.inference_mode():
+        model.use_span_attention = False
+        want = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert not calls
+        model.use_span_attention = True
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert len(calls) == model.config.num_hidden_layers
+    torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-4)
+    # a mask whose tokens are not one run per row (a hole) goes through SDPA, still exact
+    holed = mask.clone()
+    holed[1, 4] = 0
+    calls.clear()
+    with torch.inference_mode():
+        got = model(input_ids=ids, attention_mask=holed).last_hidden_state
+        model.use_span_attention = False
+        want = model(input_ids=ids, attention_mask=holed).last_hidden_state
+    assert not calls
+    torch.testing.assert_close(got[holed.bool()], want[holed.bool()], atol=2e-5, rtol=1e-4)
+    # with gradients (training) or causal attention, SDPA as before
+    model.use_span_attention = True
+    model(input_ids=ids, attention_mask=mask)
+    set_bidirectional(model, False)
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+    assert not calls
+
+
+def test_spans_of_masks():
+    from llm2vec_rag.native import _spans
+
+    keep = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    assert _spans(keep) == [(2, 4), (0, 4), (0, 2), (0, 0)]
+    assert _spans(torch.tensor([[1, 0, 1, 1]], dtype=torch.bool)) is None
