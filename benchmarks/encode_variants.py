@@ -3,7 +3,9 @@
 Variants: bf16 eager (baseline, native engine), fp32, bf16 through the
 transformers engine, bf16 + torch.compile, int8 dynamic quantization (fp32
 activations; transformers engine, whose nn.Linear torch's quantizer swaps),
-each on the same SciFact documents; reports texts/s and the min/mean cosine
+int8 weights inside the bf16 native model (each Linear quantizes its input on the
+fly and hands bf16 back; attention and norms stay bf16), bf16 with SDPA instead of
+span attention, each on the same SciFact documents; reports texts/s and the min/mean cosine
 to the fp32 vectors (quality proxy).
 
     python benchmarks/encode_variants.py --docs 256 --rounds 2
@@ -35,7 +37,29 @@ def load_docs(n: int) -> list[str]:
     return docs
 
 
-ALL_VARIANTS = ("bf16", "fp32", "bf16@transformers", "bf16+compile", "int8-dynamic")
+ALL_VARIANTS = ("bf16", "fp32", "bf16@transformers", "bf16+compile", "int8-dynamic", "int8+bf16", "bf16+sdpa")
+
+
+class Int8Linear(torch.nn.Module):
+    """A bf16 model's Linear as torch's dynamic int8 kernel: fp32 in, int8 matmul, bf16 out."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        full = torch.nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        full.load_state_dict({k: v.float() for k, v in linear.state_dict().items()})
+        self.inner = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(full), {torch.nn.Linear},
+                                                            dtype=torch.qint8)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.float()).to(x.dtype)
+
+
+def int8_linears(module: torch.nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Linear):
+            setattr(module, name, Int8Linear(child))
+        else:
+            int8_linears(child)
 
 
 def make_variants(model_name: str, wanted: list[str]):
@@ -53,6 +77,14 @@ def make_variants(model_name: str, wanted: list[str]):
         if name == "int8-dynamic":
             enc = LLM2Vec.from_pretrained(model_name, dtype="float32", engine="transformers")
             enc.model = torch.ao.quantization.quantize_dynamic(enc.model, {torch.nn.Linear}, dtype=torch.qint8)
+            return enc
+        if name == "int8+bf16":
+            enc = LLM2Vec.from_pretrained(model_name, dtype="bfloat16", engine="native")
+            int8_linears(enc.model)
+            return enc
+        if name == "bf16+sdpa":
+            enc = LLM2Vec.from_pretrained(model_name, dtype="bfloat16", engine="native")
+            enc.model.use_span_attention = False
             return enc
         raise SystemExit(f"unknown variant {name}; choose from {', '.join(ALL_VARIANTS)}")
 

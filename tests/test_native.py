@@ -213,6 +213,10 @@ def test_span_attention_matches_sdpa(native_dirs, mtype, monkeypatch):
     monkeypatch.setattr(native, "_span_attention", lambda *a: calls.append(1) or original(*a))
     monkeypatch.setattr(native, "SPAN_QUERY_CHUNK", 2)  # several query blocks per text
     with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+    assert not calls  # short inputs (9 < SPAN_MIN_LENGTH tokens) stay on SDPA
+    monkeypatch.setattr(native, "SPAN_MIN_LENGTH", 4)
+    with torch.inference_mode():
         model.use_span_attention = False
         want = model(input_ids=ids, attention_mask=mask).last_hidden_state
         assert not calls
