@@ -35,9 +35,9 @@ from .runtime import resolve_device, resolve_dtype
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
 PROGRESS_THRESHOLD = 512  # show_progress_bar=None shows a bar from this many inputs on
 # default token budget per batch = batch_size x this. CPUs run faster with smaller batches whose
-# activations stay in cache (SmolLM2 on 2 cores: 100 queries 5.4 s at 8,192 tokens, 3.6 s at 1,024;
-# docs/performance.md); GPUs want big ones.
-TOKENS_PER_BATCH_SLOT = {"cpu": 64, "default": 256}
+# activations stay in cache (SmolLM2 on 2 cores, benchmarks/batch_budget.py: 300 queries 3.6 s at
+# 512 tokens, 3.8 s at 1,024, 5.0 s at 2,048; docs/performance.md); GPUs want big ones.
+TOKENS_PER_BATCH_SLOT = {"cpu": 16, "default": 256}
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:

@@ -183,7 +183,7 @@ def test_token_budget_does_not_change_vectors(tiny_encoder):
 
 
 def test_default_token_budget_is_small_on_cpu(tiny_encoder, monkeypatch):
-    """CPU batches default to batch_size x 64 padded tokens (cache-sized; measured faster), GPU x 256."""
+    """CPU batches default to batch_size x 16 padded tokens (cache-sized; measured faster), GPU x 256."""
     import llm2vec_rag.encoder as encoder_module
 
     seen = []
@@ -192,7 +192,7 @@ def test_default_token_budget_is_small_on_cpu(tiny_encoder, monkeypatch):
     tiny_encoder.encode(CORPUS[:4])
     tiny_encoder.encode(CORPUS[:4], batch_size=8)
     tiny_encoder.encode(CORPUS[:4], max_batch_tokens=999)
-    assert seen == [32 * 64, 8 * 64, 999]
+    assert seen == [32 * 16, 8 * 16, 999]
     assert encoder_module.TOKENS_PER_BATCH_SLOT["default"] == 256
 
 
