@@ -261,8 +261,9 @@ class NativeDecoder(nn.Module):
 
     def span_attention(self, input_ids: torch.Tensor) -> bool:
         # not under torch.compile: the per-text loop over Python ints would recompile for every batch
-        return (self.use_span_attention and input_ids.device.type == "cpu" and not torch.is_grad_enabled()
-                and input_ids.shape[-1] >= SPAN_MIN_LENGTH and not torch.compiler.is_compiling())
+        # (checked first, so that dynamo puts no guard on the length)
+        return (not torch.compiler.is_compiling() and self.use_span_attention and input_ids.device.type == "cpu"
+                and not torch.is_grad_enabled() and input_ids.shape[-1] >= SPAN_MIN_LENGTH)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
