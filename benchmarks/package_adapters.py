@@ -2,16 +2,21 @@
 
     python benchmarks/package_adapters.py runs/mntp-wikitext2 runs/simcse-wikitext2 \
         --dest llm2vec_rag/weights/smollm2-135m
+    W=llm2vec_rag/weights/smollm2-135m; python benchmarks/package_adapters.py $W/1-mntp $W/2-simcse \
+        runs/simcse2-wikitext2 --dest $W      # add a stage to the shipped ones
 
-Each adapter directory is copied to DEST/<n>-<name>/ with its config, card and README; the LoRA
-weights are stored as bfloat16 (half the size; the model runs in bf16 or upcasts them on load).
+Each adapter directory is copied to DEST/<n>-<name>/ (name: the directory name up to its first
+"-", after any "<n>-" prefix) with its config, card and README; the LoRA weights are stored
+as bfloat16 (half the size; the model runs in bf16 or upcasts them on load).
 Reports the largest change of the encoder's vectors this causes on a few texts (must stay tiny).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,11 +30,17 @@ def main() -> None:
     ap.add_argument("adapters", nargs="+", type=Path)
     ap.add_argument("--dest", type=Path, required=True)
     args = ap.parse_args()
+    # sources may live in DEST (re-packaging the shipped adapters plus a new one): copy them out first
+    staging = Path(tempfile.mkdtemp(prefix="package-adapters-"))
+    sources = []
+    for n, src in enumerate(args.adapters):
+        sources.append(staging / f"{n}-{src.name}")
+        shutil.copytree(src, sources[-1], ignore=shutil.ignore_patterns("checkpoints"))
     if args.dest.exists():
         shutil.rmtree(args.dest)
     written = []
-    for n, src in enumerate(args.adapters, 1):
-        name = src.name.split("-")[0]
+    for n, src in enumerate(sources, 1):
+        name = re.sub(r"^\d+-", "", re.sub(r"^\d+-", "", src.name)).split("-")[0]  # staging and package prefixes
         out = args.dest / f"{n}-{name}"
         out.mkdir(parents=True)
         for f in KEEP:
@@ -45,11 +56,12 @@ def main() -> None:
     from llm2vec_rag import LLM2Vec
 
     texts = ["Antibiotics kill bacteria.", "A man is playing a guitar on stage.", "Rivers carry sediment to the sea."]
-    full = LLM2Vec.from_pretrained("smollm2-135m-base", adapters=[str(a) for a in args.adapters], dtype="float32")
+    full = LLM2Vec.from_pretrained("smollm2-135m-base", adapters=[str(a) for a in sources], dtype="float32")
     packed = LLM2Vec.from_pretrained("smollm2-135m-base", adapters=[str(a) for a in written], dtype="float32")
     a = full.encode(texts, normalize_embeddings=True)
     b = packed.encode(texts, normalize_embeddings=True)
     print(json.dumps({"min_cosine_fp32_vs_bf16_adapters": float((a * b).sum(1).min())}))
+    shutil.rmtree(staging)
 
 
 if __name__ == "__main__":

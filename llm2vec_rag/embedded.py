@@ -62,7 +62,7 @@ class EmbeddedModel:
 # LLM2Vec adapters trained with our own commands and shipped in this package (docs/results.md):
 # MNTP then SimCSE on WikiText-2 (benchmarks/train_default.sh), LoRA weights in bf16.
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-SMOLLM2_ADAPTERS = tuple(str(WEIGHTS / "smollm2-135m" / name) for name in ("1-mntp", "2-simcse"))
+SMOLLM2_ADAPTERS = tuple(str(WEIGHTS / "smollm2-135m" / name) for name in ("1-mntp", "2-simcse", "3-simcse2"))
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
