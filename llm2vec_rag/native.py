@@ -158,7 +158,7 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = _rotate(q.transpose(1, 2), cos, sin)
         k = _rotate(k.transpose(1, 2), cos, sin)
-        if spans is not None and not self.is_causal and not torch.is_grad_enabled():
+        if spans is not None and not self.is_causal:  # spans: CPU inference only (NativeDecoder.span_attention)
             return self.o_proj(_span_attention(q, k, v, spans, self.head_dim ** -0.5).reshape(b, n, -1))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=self.head_dim ** -0.5, enable_gqa=self.kv_heads != self.heads
@@ -179,9 +179,9 @@ def _span_attention(
 
     Why: torch's CPU flash-attention kernel reaches ~175 GFLOP/s in bf16 here, while plain
     matmuls on cache-sized blocks reach ~750, and padding costs nothing when each text is
-    cut to its span (2.2-2.6x faster on SmolLM2 shapes; 18% off a SciFact encode). Scores
+    cut to its span (2.2-2.6x faster on SmolLM2 shapes; a SciFact encode +22%). Scores
     round to the input dtype: in bf16 that keeps document vectors at cosine 0.99993 to fp32
-    (SDPA: 0.99995, the transformers engine: 0.99991). Returns (B, L, heads, head_dim);
+    (SDPA: 0.99994; benchmarks/encode_variants.py). Returns (B, L, heads, head_dim);
     padded positions are zeros (nothing pools them, and no real token attends to them).
     """
     bsz, heads, n, dim = q.shape
