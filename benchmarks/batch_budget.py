@@ -9,7 +9,6 @@ where per-batch overhead wins. This picks the default with measurements.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -32,15 +32,14 @@ def main() -> None:
     args = ap.parse_args()
     # sources may live in DEST (re-packaging the shipped adapters plus a new one): copy them out first
     staging = Path(tempfile.mkdtemp(prefix="package-adapters-"))
-    sources = []
-    for n, src in enumerate(args.adapters):
-        sources.append(staging / f"{n}-{src.name}")
-        shutil.copytree(src, sources[-1], ignore=shutil.ignore_patterns("checkpoints"))
+    names = [re.sub(r"^\d+-", "", src.name).split("-")[0] for src in args.adapters]  # "2-simcse" -> "simcse"
+    sources = [staging / f"{n}-{src.name}" for n, src in enumerate(args.adapters)]
+    for src, staged in zip(args.adapters, sources):
+        shutil.copytree(src, staged, ignore=shutil.ignore_patterns("checkpoints"))
     if args.dest.exists():
         shutil.rmtree(args.dest)
     written = []
-    for n, src in enumerate(sources, 1):
-        name = re.sub(r"^\d+-", "", re.sub(r"^\d+-", "", src.name)).split("-")[0]  # staging and package prefixes
+    for n, (src, name) in enumerate(zip(sources, names), 1):
         out = args.dest / f"{n}-{name}"
         out.mkdir(parents=True)
         for f in KEEP:
