@@ -5,7 +5,8 @@ transformers engine, bf16 + torch.compile, int8 dynamic quantization (fp32
 activations; transformers engine, whose nn.Linear torch's quantizer swaps),
 int8 weights inside the bf16 native model (each Linear quantizes its input on the
 fly and hands bf16 back; attention and norms stay bf16), bf16 with SDPA instead of
-span attention, each on the same SciFact documents; reports texts/s and the min/mean cosine
+span attention, and bf16/fp32 without prepacked weights (plain ``F.linear``), each on the same
+SciFact documents; reports texts/s and the min/mean cosine
 to the fp32 vectors (quality proxy).
 
     python benchmarks/encode_variants.py --docs 256 --rounds 2
@@ -37,7 +38,8 @@ def load_docs(n: int) -> list[str]:
     return docs
 
 
-ALL_VARIANTS = ("bf16", "fp32", "bf16@transformers", "bf16+compile", "int8-dynamic", "int8+bf16", "bf16+sdpa")
+ALL_VARIANTS = ("bf16", "fp32", "bf16@transformers", "bf16+compile", "int8-dynamic", "int8+bf16", "bf16+sdpa",
+                "bf16-unpacked", "fp32-unpacked")
 
 
 class Int8Linear(torch.nn.Module):
@@ -85,6 +87,11 @@ def make_variants(model_name: str, wanted: list[str]):
         if name == "bf16+sdpa":
             enc = LLM2Vec.from_pretrained(model_name, dtype="bfloat16", engine="native")
             enc.model.use_span_attention = False
+            return enc
+        if name in ("bf16-unpacked", "fp32-unpacked"):
+            enc = LLM2Vec.from_pretrained(model_name, dtype=name.replace("bf16", "bfloat16").replace("fp32", "float32")
+                                          .removesuffix("-unpacked"), engine="native")
+            enc.model.use_prepacked_weights = False
             return enc
         raise SystemExit(f"unknown variant {name}; choose from {', '.join(ALL_VARIANTS)}")
 

@@ -249,3 +249,63 @@ def test_spans_of_masks():
     keep = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
     assert _spans(keep) == [(2, 4), (0, 4), (0, 2), (0, 0)]
     assert _spans(torch.tensor([[1, 0, 1, 1]], dtype=torch.bool)) is None
+
+
+@pytest.mark.parametrize("mtype", sorted(NATIVE_FAMILIES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prepacked_weights_match_plain_linear(native_dirs, mtype, dtype):
+    import llm2vec_rag.native as native
+
+    if dtype not in native._prepack_dtypes():
+        pytest.skip(f"oneDNN cannot prepack {dtype} on this CPU")
+    model = load_native(native_dirs[mtype], dtype)
+    set_bidirectional(model, True)
+    linears = [m for m in model.modules() if isinstance(m, native.Linear)]
+    assert model.use_prepacked_weights and linears
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    with torch.inference_mode():
+        model.use_prepacked_weights = False
+        want = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert not any(m in native._PACKED for m in linears)
+        model.use_prepacked_weights = True
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert all(m in native._PACKED for m in linears)  # every projection went through its packed copy
+    tol = {"atol": 2e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.0, "rtol": 0.0}
+    torch.testing.assert_close(got[real], want[real], **tol)  # bf16: bit-identical to F.linear
+    # an in-place change of a weight (a merged adapter, a user edit) repacks it
+    with torch.no_grad():
+        linears[0].weight.mul_(2)
+    x = torch.randn(3, linears[0].in_features, dtype=dtype)
+    with torch.inference_mode():
+        packed_out = linears[0](x)
+    torch.testing.assert_close(packed_out, torch.nn.functional.linear(x, linears[0].weight, linears[0].bias), **tol)
+
+
+def test_prepacked_weights_stay_out_of_training_and_big_models(native_dirs, monkeypatch):
+    import llm2vec_rag.native as native
+
+    model = load_native(native_dirs["llama"], torch.float32)
+    linears = [m for m in model.modules() if isinstance(m, native.Linear)]
+    model.use_prepacked_weights = False  # drops the packed copies
+    model.use_prepacked_weights = True
+    out = model(input_ids=torch.tensor([[5, 9, 17]])).last_hidden_state  # grad on: F.linear, gradients flow
+    assert not any(m in native._PACKED for m in linears)
+    out.sum().backward()
+    assert linears[0].weight.grad is not None
+    monkeypatch.setattr(native, "PREPACK_MAX_BYTES", 1000)
+    model.prepack_by_default()
+    assert not model.use_prepacked_weights  # a second copy of a model this size would pass the cap
+
+
+def test_mmap_threshold_tuning_is_optional(monkeypatch):
+    import llm2vec_rag.native as native
+
+    native._fix_mmap_threshold.cache_clear()
+    monkeypatch.setenv("LLM2VEC_RAG_MALLOC_TUNING", "0")
+    assert native._fix_mmap_threshold() is False
+    native._fix_mmap_threshold.cache_clear()
+    monkeypatch.delenv("LLM2VEC_RAG_MALLOC_TUNING")
+    import platform
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert native._fix_mmap_threshold() is expected
