@@ -9,7 +9,8 @@ It also fuses what transformers runs as separate kernels (RMSNorm in one
 transformers rounds twice) and passes a key-padding mask of shape (B, 1, 1, L)
 instead of a full (B, 1, L, L) one, or none when a batch has no padding. On CPU,
 bidirectional inference skips SDPA for span attention: each text attends over its
-own tokens only, in cache-sized matmul blocks (see ``_span_attention``).
+own tokens only, in cache-sized matmul blocks (see ``_span_attention``), and the
+projections run on weights prepacked once for oneDNN (see ``Linear``).
 
 Parameter names match transformers' base model (``layers.0.self_attn.q_proj.weight``),
 so checkpoints load as they are, fingerprints are identical across engines,
