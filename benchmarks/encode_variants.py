@@ -86,7 +86,7 @@ def make_variants(model_name: str, wanted: list[str]):
             return enc
         if name == "bf16+sdpa":
             enc = LLM2Vec.from_pretrained(model_name, dtype="bfloat16", engine="native")
-            enc.model.use_span_attention = False
+            enc.model.use_cpu_attention = False
             return enc
         if name in ("bf16-unpacked", "fp32-unpacked"):
             enc = LLM2Vec.from_pretrained(model_name, dtype=name.replace("bf16", "bfloat16").replace("fp32", "float32")

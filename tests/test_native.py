@@ -201,46 +201,61 @@ def _padded_batch(vocab: int = 60):
 
 
 @pytest.mark.parametrize("mtype", sorted(NATIVE_FAMILIES))
-def test_span_attention_matches_sdpa(native_dirs, mtype, monkeypatch):
+def test_cpu_attention_matches_sdpa(native_dirs, mtype, monkeypatch):
+    """Dense (short batches) and span (long ones) attention both agree with SDPA, padding included."""
     import llm2vec_rag.native as native
 
     model = load_native(native_dirs[mtype], torch.float32)
     set_bidirectional(model, True)
     ids, mask = _padded_batch()
     real = mask.bool()
-    calls = []
-    original = native._span_attention
-    monkeypatch.setattr(native, "_span_attention", lambda *a: calls.append(1) or original(*a))
-    monkeypatch.setattr(native, "SPAN_QUERY_CHUNK", 2)  # several query blocks per text
-    with torch.inference_mode():
-        model(input_ids=ids, attention_mask=mask)
-    assert not calls  # short inputs (9 < SPAN_MIN_LENGTH tokens) stay on SDPA
-    monkeypatch.setattr(native, "SPAN_MIN_LENGTH", 4)
-    with torch.inference_mode():
-        model.use_span_attention = False
-        want = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        assert not calls
-        model.use_span_attention = True
-        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    assert len(calls) == model.config.num_hidden_layers
+    calls: dict[str, list[int]] = {"span": [], "dense": []}
+    for kind in calls:
+        original = getattr(native, f"_{kind}_attention")
+        monkeypatch.setattr(native, f"_{kind}_attention",
+                            lambda *a, _k=kind, _f=original: calls[_k].append(1) or _f(*a))
+
+    def run(m=mask):
+        with torch.inference_mode():
+            return model(input_ids=ids, attention_mask=m).last_hidden_state
+
+    model.use_cpu_attention = False
+    want = run()
+    assert not calls["span"] and not calls["dense"]
+    model.use_cpu_attention = True
+    got = run()  # 9 tokens < SPAN_MIN_LENGTH: dense
+    assert len(calls["dense"]) == model.config.num_hidden_layers and not calls["span"]
     torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-4)
-    # a mask whose tokens are not one run per row (a hole) goes through SDPA, still exact
+    monkeypatch.setattr(native, "SPAN_MIN_LENGTH", 4)
+    monkeypatch.setattr(native, "SPAN_QUERY_CHUNK", 2)  # several query blocks per text
+    calls["dense"].clear()
+    got = run()
+    assert len(calls["span"]) == model.config.num_hidden_layers and not calls["dense"]
+    torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-4)
+    # a mask whose tokens are not one run per row (a hole): long batches go through SDPA, short ones dense
     holed = mask.clone()
     holed[1, 4] = 0
-    calls.clear()
-    with torch.inference_mode():
-        got = model(input_ids=ids, attention_mask=holed).last_hidden_state
-        model.use_span_attention = False
-        want = model(input_ids=ids, attention_mask=holed).last_hidden_state
-    assert not calls
-    torch.testing.assert_close(got[holed.bool()], want[holed.bool()], atol=2e-5, rtol=1e-4)
+    model.use_cpu_attention = False
+    want_holed = run(holed)
+    model.use_cpu_attention = True
+    calls["span"].clear()
+    got = run(holed)
+    assert not calls["span"] and not calls["dense"]
+    torch.testing.assert_close(got[holed.bool()], want_holed[holed.bool()], atol=2e-5, rtol=1e-4)
+    monkeypatch.setattr(native, "SPAN_MIN_LENGTH", 192)
+    got = run(holed)
+    assert calls["dense"]
+    torch.testing.assert_close(got[holed.bool()], want_holed[holed.bool()], atol=2e-5, rtol=1e-4)
+    # a row with no real token at all (an empty text) stays finite in dense attention
+    empty = mask.clone()
+    empty[0] = 0
+    assert torch.isfinite(run(empty)).all()
     # with gradients (training) or causal attention, SDPA as before
-    model.use_span_attention = True
+    calls["dense"].clear()
     model(input_ids=ids, attention_mask=mask)
     set_bidirectional(model, False)
-    with torch.inference_mode():
-        model(input_ids=ids, attention_mask=mask)
-    assert not calls
+    run()
+    assert not calls["span"] and not calls["dense"]
 
 
 def test_spans_of_masks():
