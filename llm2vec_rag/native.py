@@ -143,9 +143,10 @@ class Linear(nn.Linear):
     """No random init: every weight comes from the checkpoint (initialising 135M weights costs ~1 s).
 
     On CPU inference (no grad, not compiling) the weight is also kept in oneDNN's blocked layout,
-    packed once: ``F.linear`` re-lays the weight out on every call, which costs 10-70% of a
-    projection at our batch shapes. Same kernel arithmetic, identical outputs (tested). The copy is
-    keyed on the weight's storage and version, so an in-place update or a new tensor repacks it.
+    packed once: ``F.linear`` re-lays the weight out on every call. Measured per projection on
+    SmolLM2 shapes: bf16 4-17% faster at 512 tokens (1.7x at 40), fp32 2.1-2.8x. bf16 outputs
+    are bit-identical, fp32 within rounding (tested). The copy is keyed on the weight's storage
+    and version, so an in-place update or a new tensor repacks it.
     """
 
     prepack = False  # set by NativeDecoder.use_prepacked_weights
