@@ -22,8 +22,9 @@ def model_options(f):
         click.option("--max-length", type=click.IntRange(min=1), default=None,
                      help="Truncate texts to this many tokens (default: the model's own, else 512)."),
         click.option("--compile", "compile_model", is_flag=True,
-                     help="torch.compile the model: faster encoding after a one-off compile of about a minute "
-                          "(see docs/performance.md); worth it for thousands of texts."),
+                     help="torch.compile the model (a one-off compile of about a minute). On CPU the native "
+                          "engine's own kernels are faster without it; it can help the transformers engine "
+                          "(see docs/performance.md)."),
     ]
     for option in reversed(options):
         f = option(f)
