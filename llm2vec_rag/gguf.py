@@ -6,7 +6,9 @@ dict over and cache it, so every later load is a sub-second safetensors read.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import os
 import sys
 import shutil
@@ -79,6 +81,11 @@ def _convert(path: Path, out: Path) -> None:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # transformers' GGUF reader uses plain tqdm, deaf to the switch above: our one line says it all
+    reader = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    reader_tqdm = getattr(reader, "tqdm", None)
+    if reader_tqdm is not None:
+        reader.tqdm = functools.partial(reader_tqdm, disable=True)
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -99,3 +106,5 @@ def _convert(path: Path, out: Path) -> None:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+        if reader_tqdm is not None:
+            reader.tqdm = reader_tqdm

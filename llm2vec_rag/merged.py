@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,12 +55,18 @@ def _merge(base: Path, adapters: Sequence[Path], out: Path) -> None:
     from .adapters import apply_adapters
 
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a one-off cache build: no library bars or deprecation noise
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base)
-        model = AutoModel.from_pretrained(base, dtype=torch.float32)
-        model = apply_adapters(model, list(adapters), merge_last=True)
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            model = AutoModel.from_pretrained(base, dtype=torch.float32)
+            model = apply_adapters(model, list(adapters), merge_last=True)
+            model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -148,3 +148,18 @@ def test_light_tokenizer_on_the_real_tokenizer(smollm2, tmp_path):
 
     assert isinstance(smollm2.tokenizer, LightTokenizer)
     check_light_tokenizer([smollm2.tokenizer.source], tmp_path)
+
+
+def test_gguf_conversion_prints_one_line(real_cache, tmp_path, capfd, monkeypatch):
+    """The one-off conversion says so in one line; the GGUF reader's own tqdm bar stays off."""
+    from llm2vec_rag.gguf import _convert
+
+    import transformers.modeling_gguf_pytorch_utils as reader
+
+    before = reader.tqdm
+    gguf = EMBEDDED["smollm2-135m"].gguf_path(real_cache / "gguf")
+    _convert(gguf, tmp_path / "out")
+    err = capfd.readouterr().err
+    assert "converting" in err and "Converting and de-quantizing" not in err and "it/s" not in err, err
+    assert reader.tqdm is before  # the reader's own tqdm is put back
+    assert any((tmp_path / "out").glob("*.safetensors"))

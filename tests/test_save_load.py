@@ -118,3 +118,14 @@ def test_missing_and_corrupt_adapters_are_clear_errors(tiny_model_dir, adapters,
     (broken / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelLoadError, match="cannot load adapter"):
         LLM2Vec.from_pretrained(str(tiny_model_dir), adapters=[broken])
+
+
+def test_merged_cache_build_is_quiet(tiny_model_dir, adapters, tmp_path, monkeypatch, capfd):
+    """Building the merged-adapter cache prints no library progress bars or deprecation noise."""
+    from llm2vec_rag.merged import merged_dir
+
+    monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(tmp_path / "cache"))
+    out = merged_dir("tiny", tiny_model_dir, list(adapters))
+    assert (out / "config.json").is_file()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err and "Warning" not in err, err
