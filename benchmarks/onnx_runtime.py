@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LLM2VEC_RAG_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import scifact_docs  # noqa: E402
 
 
 class _Hidden:
@@ -98,13 +99,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "onnx_runtime.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    docs = []
-    with open(DATA / "scifact" / "corpus.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            docs.append((row.get("title", "") + " " + row.get("text", "")).strip())
-            if len(docs) >= args.docs:
-                break
+    docs = scifact_docs(args.docs)
     fp32 = LLM2Vec.from_pretrained(args.model, dtype="float32", engine="native")
     onnx_path = Path(args.onnx)
     t = time.perf_counter()
