@@ -30,7 +30,7 @@ from .errors import LLM2VecError, ModelLoadError, ModelNotFoundError
 from .instructions import Tokenized, split_input, tokenize_all
 from .pooling import PoolingMode, check_pooling_mode, pool
 from .resolve import ResolvedModel, resolve_model
-from .runtime import resolve_device, resolve_dtype
+from .runtime import quiet_transformers, resolve_device, resolve_dtype
 
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
 PROGRESS_THRESHOLD = 512  # show_progress_bar=None shows a bar from this many inputs on
@@ -427,13 +427,8 @@ def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "trans
 
         return load_native(resolved.source, dtype), _load_tokenizer(resolved.source, light=True)
     from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         try:
             tokenizer = _load_tokenizer(resolved.source)
             try:
@@ -452,8 +447,4 @@ def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "trans
                     f"offline, use one of: {_alternatives()}"
                 ) from None
             raise ModelLoadError(f"cannot load model from {resolved.source}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     return model, tokenizer

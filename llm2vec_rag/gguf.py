@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .runtime import cache_dir
+from .runtime import cache_dir, quiet_transformers
 
 GGUF_MAGIC = b"GGUF"
 
@@ -73,38 +73,32 @@ def gguf_to_hf_dir(path: str | os.PathLike[str]) -> Path:
 def _convert(path: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     print(f"llm2vec-rag: converting {path.name} to safetensors once (cached under {out.parent})",
           file=sys.stderr, flush=True)
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    # transformers' GGUF reader uses plain tqdm, deaf to the switch above: our one line says it all
+    # transformers' GGUF reader uses plain tqdm, deaf to quiet_transformers: our one line says it all
     reader = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
     reader_tqdm = getattr(reader, "tqdm", None)
     if reader_tqdm is not None:
         reader.tqdm = functools.partial(reader_tqdm, disable=True)
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            quantized = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        except Exception as exc:  # gguf raises many kinds of errors on corrupt files
-            raise ModelLoadError(f"cannot load GGUF file {path}: {type(exc).__name__}: {exc}") from None
-        config = quantized.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config  # the dequantized copy is a plain float model
-        config._name_or_path = path.stem
-        with torch.device("meta"):
-            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        fresh.load_state_dict(quantized.state_dict(), assign=True, strict=False)
-        fresh.tie_weights()
-        fresh.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        with quiet_transformers():
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                quantized = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                                 dtype=torch.float32)
+            except Exception as exc:  # gguf raises many kinds of errors on corrupt files
+                raise ModelLoadError(f"cannot load GGUF file {path}: {type(exc).__name__}: {exc}") from None
+            config = quantized.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config  # the dequantized copy is a plain float model
+            config._name_or_path = path.stem
+            with torch.device("meta"):
+                fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            fresh.load_state_dict(quantized.state_dict(), assign=True, strict=False)
+            fresh.tie_weights()
+            fresh.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
     finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
         if reader_tqdm is not None:
             reader.tqdm = reader_tqdm

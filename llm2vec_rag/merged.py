@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .gguf import is_converted
-from .runtime import cache_dir
+from .runtime import cache_dir, quiet_transformers
 
 
 def _key(base: Path, adapters: Sequence[Path]) -> str:
@@ -50,23 +50,14 @@ def merged_dir(name: str, base: str | os.PathLike[str], adapters: Sequence[Path]
 def _merge(base: Path, adapters: Sequence[Path], out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     from .adapters import apply_adapters
 
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # a one-off cache build: no library bars or deprecation noise
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            tokenizer = AutoTokenizer.from_pretrained(base)
-            model = AutoModel.from_pretrained(base, dtype=torch.float32)
-            model = apply_adapters(model, list(adapters), merge_last=True)
-            model.save_pretrained(out, safe_serialization=True)
-            tokenizer.save_pretrained(out)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    # a one-off cache build: no library bars or deprecation noise
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModel.from_pretrained(base, dtype=torch.float32)
+        model = apply_adapters(model, list(adapters), merge_last=True)
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)

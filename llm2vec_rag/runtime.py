@@ -1,15 +1,37 @@
 """Where things live and what hardware to use: cache directory, device, dtype."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 CACHE_ENV = "LLM2VEC_RAG_CACHE"
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Errors only and no progress bars from transformers inside; the caller's settings come back after.
+
+    Why: loads, merges and conversions are ours to report (one line, or a bar the caller asked for).
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def cache_dir() -> Path:

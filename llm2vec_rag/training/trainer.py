@@ -13,7 +13,6 @@ kill mid-write never leaves a half checkpoint that ``--resume`` would trust.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import LLM2VecError
+from ..runtime import quiet_transformers
 from .config import RESUME_FREE, TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -55,25 +55,6 @@ class TrainingModel:
     device: torch.device
     lm_head: torch.nn.Module | None = None
     base_description: dict[str, Any] = field(default_factory=dict)
-
-
-def _quiet_hf():
-    from transformers.utils import logging as hf_logging
-
-    @contextlib.contextmanager
-    def quiet():
-        verbosity = hf_logging.get_verbosity()
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
-            yield
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
-
-    return quiet()
 
 
 def set_attention_dropout(model: torch.nn.Module, p: float) -> int:
@@ -111,7 +92,7 @@ def load_training_model(config: TrainConfig, with_lm_head: bool = False,
     dtype = torch.bfloat16 if use_bf16(config, device) else torch.float32
     adapters = [*resolved.adapters, *[Path(a) for a in config.adapters]]
     lm_head = None
-    with _quiet_hf():
+    with quiet_transformers():
         if with_lm_head:
             from transformers import AutoModelForCausalLM
 
@@ -429,7 +410,7 @@ class Trainer:
     # ---------------------------------------------------------------- output
     def _write_adapter(self) -> dict[str, Any]:
         model = self.tm.model
-        with _quiet_hf():
+        with quiet_transformers():
             model.save_pretrained(str(self.out), safe_serialization=True)
         # peft records the base's path; name what the user gave instead
         cfg_path = self.out / "adapter_config.json"
