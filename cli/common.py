@@ -41,3 +41,20 @@ def load_encoder(model: str, adapters=(), pooling_mode=None, dtype="auto", devic
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes on stderr.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON lines).")
+
+
+def search_mode_options(f=None, *, default_mode: str | None = None):
+    """--mode, --alpha, --fusion: how a search ranks (see llm2vec_rag.index.hybrid)."""
+    from llm2vec_rag.index.hybrid import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_MODE, DEFAULT_RRF_ALPHA, FUSIONS, MODES
+
+    if f is None:
+        return lambda g: search_mode_options(g, default_mode=default_mode)
+
+    f = click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+                     help="hybrid: convex (normalised scores, weighted by --alpha) or rrf (reciprocal rank fusion).")(f)
+    f = click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=None,
+                     help=f"hybrid: weight of the dense side (1 = dense only, 0 = lexical only; default "
+                          f"{DEFAULT_ALPHA} with convex fusion, {DEFAULT_RRF_ALPHA} with rrf).")(f)
+    f = click.option("--mode", type=click.Choice(MODES), default=default_mode or DEFAULT_MODE, show_default=True,
+                     help="hybrid (dense + BM25, fused), dense (embeddings only) or lexical (BM25 only, no model).")(f)
+    return f

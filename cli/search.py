@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .common import json_option, quiet_option
+from .common import json_option, quiet_option, search_mode_options
 from .index import index_dir_option
 
 
@@ -17,17 +17,22 @@ def _display_path(source: str) -> str:
     return source
 
 
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 6)
+
+
 @click.command()
 @click.argument("query")
 @index_dir_option
 @click.option("--k", "-k", "k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option("--where", default=None, help="Only files matching this path glob or folder, e.g. '*.md', 'guide/'.")
 @click.option("--instruction", default=None, help="Query instruction (default: the one recorded in the index).")
+@search_mode_options
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, ...")
 @json_option
 @quiet_option
-def search(query, index_dir, k, where, instruction, dtype, device, as_json, quiet) -> None:
+def search(query, index_dir, k, where, instruction, mode, alpha, fusion, dtype, device, as_json, quiet) -> None:
     """Search the index for QUERY with the model the index was built with."""
     from llm2vec_rag.errors import LLM2VecError
     from llm2vec_rag.index import Index
@@ -39,12 +44,14 @@ def search(query, index_dir, k, where, instruction, dtype, device, as_json, quie
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     idx = Index.load(index_dir, log=log, dtype=dtype, device=device)
     try:
-        hits = idx.search(query, k=k, where=where, instruction=instruction)
+        hits = idx.search(query, k=k, where=where, instruction=instruction, mode=mode, alpha=alpha, fusion=fusion)
     finally:
         idx.close()
     if as_json:
         for h in hits:
-            click.echo(json.dumps({"rank": h.rank, "score": round(h.score, 6), "source": h.source, "chunk": h.chunk,
+            click.echo(json.dumps({"rank": h.rank, "score": round(h.score, 6), "mode": h.mode,
+                                   "dense_score": _rounded(h.dense_score), "lexical_score": _rounded(h.lexical_score),
+                                   "source": h.source, "chunk": h.chunk,
                                    "heading": h.heading, "page": h.page, "start": h.start, "end": h.end,
                                    "id": h.id, "text": h.text}))
         return

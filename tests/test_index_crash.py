@@ -53,8 +53,15 @@ def check_consistent(index_dir: Path) -> dict:
         for path, chunks in index.meta.conn.execute("SELECT path, chunks FROM files"):
             rows = index.meta.conn.execute("SELECT count(*) FROM chunks WHERE file = ?", (path,)).fetchone()[0]
             assert rows == chunks, path
+        # the lexical (FTS5) table agrees with the chunk rows, term by term
+        index.meta.conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
         if len(index):  # searchable
             assert index.search("paragraph", k=3)
+            some = index.meta.conn.execute("SELECT id, text FROM chunks ORDER BY id LIMIT 1").fetchone()
+            word = next(w for w in some[1].replace(".", " ").split() if w.startswith("w"))
+            lexical_ids = {h.id for h in index.search(word, k=5, mode="lexical")}
+            assert index.meta.conn.execute("SELECT doc_id FROM chunks WHERE id = ?", (some[0],)).fetchone()[0] \
+                in lexical_ids
         return dict(index.meta.conn.execute("SELECT path, content_hash FROM files").fetchall())
 
 

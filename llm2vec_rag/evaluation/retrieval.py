@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,8 @@ import numpy as np
 
 from ..jsonl import iter_jsonl
 from ..errors import LLM2VecError
+from ..index import lexical
+from ..index.hybrid import SearchSettings, fuse, single
 from ..runtime import cache_dir
 
 # Instructions from the LLM2Vec paper (BehnamGhader et al. 2024, Table 10), by BEIR dataset name.
@@ -279,20 +282,97 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def top_k(query_vectors: np.ndarray, doc_vectors: np.ndarray, k: int, block: int = 256) -> np.ndarray:
     """Indices of the ``k`` highest inner products per query, best first (exact search)."""
+    return top_k_scored(query_vectors, doc_vectors, k, block)[0]
+
+
+def top_k_scored(query_vectors: np.ndarray, doc_vectors: np.ndarray, k: int,
+                 block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, inner products) of the ``k`` best documents per query, best first (exact search)."""
     k = min(k, doc_vectors.shape[0])
     result = np.empty((query_vectors.shape[0], k), dtype=np.int64)
+    result_scores = np.empty((query_vectors.shape[0], k), dtype=np.float32)
     for s in range(0, query_vectors.shape[0], block):
         scores = query_vectors[s : s + block] @ doc_vectors.T
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         part_scores = np.take_along_axis(scores, part, axis=1)
         order = np.argsort(-part_scores, axis=1, kind="stable")
         result[s : s + block] = np.take_along_axis(part, order, axis=1)
-    return result
+        result_scores[s : s + block] = np.take_along_axis(part_scores, order, axis=1)
+    return result, result_scores
+
+
+def lexical_corpus(data: BeirData) -> sqlite3.Connection:
+    """An in-memory SQLite with the index's own lexical (FTS5) table over the corpus: the same analysis and BM25."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, text TEXT NOT NULL, heading TEXT NOT NULL DEFAULT '',"
+                 " source TEXT NOT NULL DEFAULT '')")
+    conn.executescript(lexical.schema())
+    with conn:
+        conn.executemany("INSERT INTO chunks(id, text) VALUES (?, ?)", enumerate(data.corpus_texts))
+    return conn
 
 
 def default_instruction(dataset: str, encoder: Any) -> str:
     """The dataset's instruction from :data:`DATASET_INSTRUCTIONS`, else the encoder's query instruction."""
     return DATASET_INSTRUCTIONS.get(dataset.lower(), getattr(encoder, "query_instruction", ""))
+
+
+@dataclass
+class Candidates:
+    """Each side's top candidates per query, (corpus position, score) best first, and how long they took."""
+
+    dense: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    lexical: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def retrieval_candidates(encoder: Any, data: BeirData, modes: Sequence[str] = ("dense",), depth: int = 100,
+                         instruction: str | None = None, batch_size: int = 32, show_progress: bool = True,
+                         use_cache: bool = True, log: Callable[[str], None] | None = None) -> Candidates:
+    """The dense and/or lexical top ``depth`` for every judged query (the expensive part of an evaluation)."""
+    qids = list(data.qrels)
+    out = Candidates()
+    if "dense" in modes:
+        if encoder is None:
+            raise LLM2VecError("dense and hybrid search need an encoder")
+        instr = default_instruction(data.name, encoder) if instruction is None else instruction
+        start = time.perf_counter()
+        docs, cached = encode_corpus_cached(encoder, data, batch_size, show_progress, use_cache)
+        doc_seconds = time.perf_counter() - start
+        if log:
+            log(f"{len(data.corpus_ids)} documents {'from the cache' if cached else 'encoded'} in {doc_seconds:.1f}s")
+        start = time.perf_counter()
+        queries = encoder.encode_queries([data.queries[q] for q in qids], instruction=instr, batch_size=batch_size,
+                                         show_progress_bar=False, normalize_embeddings=True)
+        queries = _normalise(np.asarray(queries, dtype=np.float32).reshape(len(qids), -1))
+        query_seconds = time.perf_counter() - start
+        hits, scores = top_k_scored(queries, docs, depth)
+        out.dense = {q: [(int(j), float(x)) for j, x in zip(row, srow)] for q, row, srow in zip(qids, hits, scores)}
+        out.info.update({"model": getattr(encoder, "name", ""), "fingerprint": encoder.fingerprint(),
+                         "instruction": instr, "docs_from_cache": cached, "encode_documents_s": round(doc_seconds, 2),
+                         "encode_queries_s": round(query_seconds, 2)})
+    if "lexical" in modes:
+        start = time.perf_counter()
+        conn = lexical_corpus(data)
+        build_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        out.lexical = {q: lexical.search(conn, data.queries[q], depth) for q in qids}
+        out.info.update({"lexical_build_s": round(build_seconds, 2),
+                         "lexical_search_s": round(time.perf_counter() - start, 2)})
+        conn.close()
+    return out
+
+
+def score_candidates(candidates: Candidates, data: BeirData, settings: SearchSettings) -> dict[str, float]:
+    """Metrics of ranking ``candidates`` the way ``settings`` says (fused for hybrid), 100 per query."""
+    rankings = {}
+    for q in data.qrels:
+        if settings.mode == "hybrid":
+            row = fuse(candidates.dense[q], candidates.lexical[q], settings, 100)
+        else:
+            row = single((candidates.dense if settings.mode == "dense" else candidates.lexical)[q], settings.mode, 100)
+        rankings[q] = [data.corpus_ids[f.id] for f in row]
+    return evaluate_rankings(rankings, data.qrels)
 
 
 def run_retrieval_eval(
@@ -303,33 +383,25 @@ def run_retrieval_eval(
     show_progress: bool = True,
     use_cache: bool = True,
     log: Callable[[str], None] | None = None,
+    search: SearchSettings | None = None,
 ) -> dict[str, Any]:
-    """Encode, rank every document for every judged query, and score: one JSON-ready dict."""
-    instr = default_instruction(data.name, encoder) if instruction is None else instruction
-    start = time.perf_counter()
-    docs, cached = encode_corpus_cached(encoder, data, batch_size, show_progress, use_cache)
-    doc_seconds = time.perf_counter() - start
-    if log:
-        log(f"{len(data.corpus_ids)} documents {'from the cache' if cached else 'encoded'} in {doc_seconds:.1f}s")
-    qids = list(data.qrels)
-    start = time.perf_counter()
-    queries = encoder.encode_queries([data.queries[q] for q in qids], instruction=instr, batch_size=batch_size,
-                                     show_progress_bar=False, normalize_embeddings=True)
-    queries = _normalise(np.asarray(queries, dtype=np.float32).reshape(len(qids), -1))
-    query_seconds = time.perf_counter() - start
-    hits = top_k(queries, docs, 100)
-    rankings = {q: [data.corpus_ids[j] for j in row] for q, row in zip(qids, hits)}
-    metrics = evaluate_rankings(rankings, data.qrels)
-    return {
-        "dataset": data.name,
-        "split": data.split,
-        "model": getattr(encoder, "name", ""),
-        "fingerprint": encoder.fingerprint(),
-        "instruction": instr,
-        "documents": len(data.corpus_ids),
-        "queries": len(qids),
-        **{name: round(value, 5) for name, value in metrics.items()},
-        "docs_from_cache": cached,
-        "encode_documents_s": round(doc_seconds, 2),
-        "encode_queries_s": round(query_seconds, 2),
-    }
+    """Rank the corpus for every judged query and score it: one JSON-ready dict.
+
+    ``search`` chooses the mode as in ``Index.search`` (default ``dense``): ``lexical``
+    needs no encoder (pass None), ``hybrid`` fuses both sides' top 100 with the index's
+    own fusion code. Ranked lists are 100 long (recall@100).
+    """
+    settings = search or SearchSettings.of("dense")
+    modes = ("dense", "lexical") if settings.mode == "hybrid" else (settings.mode,)
+    candidates = retrieval_candidates(encoder, data, modes, settings.depth(100), instruction, batch_size,
+                                      show_progress, use_cache, log)
+    metrics = score_candidates(candidates, data, settings)
+    result: dict[str, Any] = {"dataset": data.name, "split": data.split, "mode": settings.mode}
+    if settings.mode == "hybrid":
+        result.update({"fusion": settings.fusion, "alpha": settings.alpha, "candidates": settings.candidates})
+    info = dict(candidates.info)
+    timings = {k: info.pop(k) for k in list(info) if k.endswith("_s") or k == "docs_from_cache"}
+    result.update(info)
+    result.update({"documents": len(data.corpus_ids), "queries": len(data.qrels),
+                   **{name: round(value, 5) for name, value in metrics.items()}, **timings})
+    return result

@@ -24,7 +24,9 @@ import numpy as np
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
 from .backend import VectorBackend, backend_settings, check_index_type, make_backend
 from .backend import normalise as _normalise
+from . import lexical
 from .faults import crash_point
+from .hybrid import SearchSettings, fuse, single
 from .lock import WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore
 from .model import encoder_record, load_encoder
@@ -378,6 +380,22 @@ class Index:
     def add_texts(self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any]] | None = None,
                   ids: Sequence[str] | None = None, batch_size: int = 32) -> list[str]:
         """Embed and store ``texts``; returns their string ids (new uuids when ``ids`` is None)."""
+        return self._add(texts, None, metadatas, ids, batch_size)
+
+    def add_embeddings(self, texts: Sequence[str], embeddings: Sequence[Sequence[float]] | np.ndarray,
+                       metadatas: Sequence[Mapping[str, Any]] | None = None, ids: Sequence[str] | None = None) -> list[str]:
+        """Store ``texts`` with vectors computed elsewhere (normalised here); returns their ids.
+
+        The vectors must come from the index's own encoder for dense search to mean anything.
+        """
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts) or (len(texts) and vectors.shape[1] != self.dim):
+            raise LLM2VecError(f"embeddings of shape {tuple(vectors.shape)} for {len(texts)} texts; "
+                               f"the index holds {self.dim}-d vectors")
+        return self._add(texts, _normalise(vectors) if len(texts) else vectors, metadatas, ids)
+
+    def _add(self, texts: Sequence[str], vectors: np.ndarray | None, metadatas: Sequence[Mapping[str, Any]] | None,
+             ids: Sequence[str] | None, batch_size: int = 32) -> list[str]:
         texts = [str(t) for t in texts]
         if metadatas is not None and len(metadatas) != len(texts):
             raise LLM2VecError(f"{len(metadatas)} metadatas for {len(texts)} texts")
@@ -391,9 +409,9 @@ class Index:
         self._require_writable()
         for s in range(0, len(texts), 1024):
             part = slice(s, s + 1024)
-            vectors = self._embed_documents(texts[part], batch_size)
+            block = self._embed_documents(texts[part], batch_size) if vectors is None else vectors[part]
             rows = []
-            for j, (doc_id, text, vector) in enumerate(zip(doc_ids[part], texts[part], vectors)):
+            for j, (doc_id, text, vector) in enumerate(zip(doc_ids[part], texts[part], block)):
                 meta = dict(metadatas[s + j]) if metadatas is not None else {}
                 rows.append(ChunkRow(doc_id, text, vector, source=str(meta.get("source", "")),
                                      chunk=_as_int(meta.get("chunk", 0)), heading=str(meta.get("heading", "") or ""),
@@ -440,39 +458,82 @@ class Index:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([vectors[found[str(i)]] for i in ids])
 
-    def search(self, query: str, k: int = 10, where: Where = None, instruction: str | None = None) -> list[Hit]:
-        """The ``k`` chunks closest to ``query`` (embedded with the index's query instruction)."""
+    def search(self, query: str, k: int = 10, where: Where = None, instruction: str | None = None,
+               mode: str | None = None, alpha: float | None = None, fusion: str | None = None,
+               query_vector: Sequence[float] | np.ndarray | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``query``.
+
+        ``mode``: ``hybrid`` (default: dense and BM25 candidates fused, see
+        :mod:`llm2vec_rag.index.hybrid`), ``dense`` (cosine to the query embedded with the
+        index's query instruction) or ``lexical`` (BM25 only; loads no model). ``alpha`` is
+        the dense side's weight in ``convex`` fusion; ``fusion`` is ``convex`` or ``rrf``.
+        ``query_vector`` replaces embedding the query (an integration that embeds itself).
+        """
         if not isinstance(query, str) or not query.strip():
             raise LLM2VecError("empty query: give some text to search for")
         _check_k(k)
+        settings = SearchSettings.of(mode, alpha, fusion)
+        if settings.mode != "dense" and not lexical.has_table(self.meta.conn):
+            if settings.mode == "lexical":
+                raise LLM2VecError(f"the index at {self.path} has no lexical table; open it once for writing "
+                                   "(`llm2vec-rag index FOLDER`) to add it")
+            settings = SearchSettings.of("dense")
         if len(self) == 0:
             return []
-        instr = self.query_instruction if instruction is None else instruction
-        vector = self.encoder.encode_queries([query], instruction=instr, show_progress_bar=False,
-                                             normalize_embeddings=True)
-        return self.search_by_vector(np.asarray(vector, dtype=np.float32).reshape(-1), k=k, where=where)
-
-    def search_by_vector(self, vector: Sequence[float] | np.ndarray, k: int = 10, where: Where = None) -> list[Hit]:
-        """The ``k`` chunks with the highest cosine similarity to ``vector``."""
-        _check_k(k)
-        query = _normalise(np.asarray(vector, dtype=np.float32))
-        if query.shape != (1, self.dim):
-            raise LLM2VecError(f"query vector has shape {tuple(np.shape(vector))}, the index holds {self.dim}-d vectors")
         allowed = None
         if where is not None:
             allowed = self._allowed_ids(where)
             if not len(allowed):
                 return []
-        scores, ids = self.backend.search(query, k, allowed)
+        depth = settings.depth(k)
+        dense: list[tuple[int, float]] = []
+        lexical_hits: list[tuple[int, float]] = []
+        if settings.mode != "lexical":
+            if query_vector is None:
+                instr = self.query_instruction if instruction is None else instruction
+                query_vector = self.encoder.encode_queries([query], instruction=instr, show_progress_bar=False,
+                                                           normalize_embeddings=True)
+            dense = self._dense_candidates(query_vector, depth, allowed)
+        if settings.mode != "dense":
+            lexical_hits = lexical.search(self.meta.conn, query, depth, allowed)
+        if settings.mode == "hybrid":
+            ranked = fuse(dense, lexical_hits, settings, k)
+        else:
+            ranked = single(dense or lexical_hits, settings.mode, k)
+        rows = self.meta.rows_by_ids([f.id for f in ranked])
+        hits: list[Hit] = []
+        for f in ranked:
+            if f.id in rows:
+                hits.append(record_from_row(rows[f.id], Hit, score=f.score, rank=len(hits) + 1, mode=settings.mode,
+                                            dense_score=f.dense, lexical_score=f.lexical))
+        return hits
+
+    def search_by_vector(self, vector: Sequence[float] | np.ndarray, k: int = 10, where: Where = None) -> list[Hit]:
+        """The ``k`` chunks with the highest cosine similarity to ``vector`` (dense search)."""
+        _check_k(k)
+        allowed = None
+        if where is not None:
+            allowed = self._allowed_ids(where)
+            if not len(allowed):
+                return []
+        ranked = self._dense_candidates(vector, k, allowed)
+        rows = self.meta.rows_by_ids([i for i, _ in ranked])
+        hits: list[Hit] = []
+        for i, score in ranked:
+            if i in rows:
+                hits.append(record_from_row(rows[i], Hit, score=score, rank=len(hits) + 1, dense_score=score))
+        return hits
+
+    def _dense_candidates(self, vector: Sequence[float] | np.ndarray, n: int,
+                          allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """(chunk id, cosine) of the ``n`` nearest vectors, best first."""
+        query = _normalise(np.asarray(vector, dtype=np.float32))
+        if query.shape != (1, self.dim):
+            raise LLM2VecError(f"query vector has shape {tuple(np.shape(vector))}, the index holds {self.dim}-d vectors")
+        scores, ids = self.backend.search(query, n, allowed)
         if not ids.size:
             return []
-        pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if int(i) != -1]
-        rows = self.meta.rows_by_ids([i for _, i in pairs])
-        hits = []
-        for score, i in pairs:
-            if i in rows:
-                hits.append(record_from_row(rows[i], Hit, score=score, rank=len(hits) + 1))
-        return hits
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if int(i) != -1]
 
     def _allowed_ids(self, where: Where) -> np.ndarray:
         conn = self.meta.conn

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError, LLM2VecError
+from . import lexical
 
 META_FILE = "meta.sqlite"
 
@@ -59,6 +60,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX chunks_file ON chunks(file);
     CREATE INDEX chunks_source ON chunks(source);
     CREATE INDEX files_root ON files(root);
+    """,
+    # 1 -> 2: the lexical (BM25) table of hybrid search, filled from the stored texts (no re-embedding).
+    lexical.schema() + """
+    UPDATE info SET value = '2' WHERE key = 'format';
     """,
 ]
 FORMAT_VERSION = len(MIGRATIONS)
@@ -217,4 +222,14 @@ def _parts(items: list, size: int = 500) -> Iterable[list]:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a script into statements; a trigger body's inner ``;`` does not end its ``CREATE TRIGGER``."""
+    out, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip())
+    return out

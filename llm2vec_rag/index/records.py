@@ -33,10 +33,18 @@ class Record:
 
 @dataclass
 class Hit(Record):
-    """A search result: a record, its cosine ``score`` and 1-based ``rank``."""
+    """A search result: a record, its ``score`` and 1-based ``rank``.
+
+    ``score`` is the cosine similarity in ``dense`` mode, the BM25 score in ``lexical`` mode and the
+    fused score in ``hybrid`` mode; ``dense_score`` / ``lexical_score`` are each side's own score
+    (None where that side did not return the chunk among its candidates).
+    """
 
     score: float = 0.0
     rank: int = 0
+    mode: str = "dense"
+    dense_score: float | None = None
+    lexical_score: float | None = None
 
 
 def record_from_row(row: tuple, cls: type = Record, **extra: Any) -> Record:
