@@ -20,9 +20,10 @@ def _register() -> None:
     from .index import index
     from .models import models
     from .search import search
+    from .serve import serve
     from .train import train_group
 
-    for command in (models, embed, index, search, eval_group, train_group):
+    for command in (models, embed, index, search, serve, eval_group, train_group):
         cli.add_command(command)
 
 
