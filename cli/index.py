@@ -66,9 +66,15 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
         require_ray()  # before a model loads
     elif ray_actors is not None:
         raise LLM2VecError("--ray-actors needs --ray")
+    from llm2vec_rag.index.sync import check_update
+
     ctx = click.get_current_context()
     explicit = ctx.get_parameter_source("model") != ParameterSource.DEFAULT or adapters
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    # the folder and the options, before an index is created or a model loaded
+    walked = check_update(folder, index_dir, include=include, exclude=exclude, extensions=list(extensions) or None,
+                          max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap, hidden=hidden,
+                          gitignore=not no_gitignore, ray_actors=ray_actors)
     idx = Index.open(index_dir, model=model if explicit else None, adapters=adapters, index_type=index_type,
                      query_instruction=instruction, rebuild=rebuild, log=log, backend=backend, url=url,
                      collection=collection, pooling_mode=pooling_mode,
@@ -77,10 +83,12 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
         report = idx.update(folder, include=include, exclude=exclude, extensions=list(extensions) or None,
                             max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap,
                             batch_size=batch_size, progress=not quiet, hidden=hidden, gitignore=not no_gitignore,
-                            ray=ray, ray_actors=ray_actors, commit_chunks=commit_chunks)
+                            ray=ray, ray_actors=ray_actors, commit_chunks=commit_chunks, walked=walked)
         stats = idx.stats()
-    finally:
-        idx.close()
+    except BaseException:
+        idx.abort()  # committed batches stay for a re-run; an unfinished --rebuild is not swapped in
+        raise
+    idx.close()
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "index": stats, **({"ray": ray} if ray else {})}))
     else:

@@ -62,7 +62,7 @@ class FaissBackend(VectorBackend):
         info = ix.meta.info()
         ix.info = info
         generation = int(info.get("faiss_generation", 0))
-        path = ix.path / f"vectors-{generation}.faiss"
+        path = ix.store_path / f"vectors-{generation}.faiss"
         count = ix.meta.count()
         if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
             try:
@@ -84,12 +84,12 @@ class FaissBackend(VectorBackend):
         """Bring the FAISS file in line with SQLite and drop stray files."""
         ix = self.index
         info = ix.info
-        current = ix.path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
+        current = ix.store_path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
         if info.get("faiss_rows_version") != info.get("rows_version") or (ix.meta.count() and not current.is_file()):
             self.faiss_index()
             self.save()
-        keep = ix.path / f"vectors-{int(ix.info.get('faiss_generation', 0))}.faiss"
-        for stray in ix.path.glob("vectors-*.faiss*"):
+        keep = ix.store_path / f"vectors-{int(ix.info.get('faiss_generation', 0))}.faiss"
+        for stray in ix.store_path.glob("vectors-*.faiss*"):
             if stray != keep:
                 stray.unlink(missing_ok=True)
 
@@ -136,7 +136,7 @@ class FaissBackend(VectorBackend):
             self._rebuild()
             faiss_index = self._faiss
         generation = int(ix.meta.info().get("faiss_generation", 0)) + 1
-        target = ix.path / f"vectors-{generation}.faiss"
+        target = ix.store_path / f"vectors-{generation}.faiss"
         store.write_atomic(faiss_index, target, before_rename=lambda: crash_point("faiss-tmp"))
         crash_point("faiss-renamed")
         with ix.meta.transaction() as conn:
@@ -145,7 +145,7 @@ class FaissBackend(VectorBackend):
                               "faiss_factory": self._factory}, conn)
         crash_point("generation")
         ix.info = ix.meta.info()
-        for old in ix.path.glob("vectors-*.faiss*"):
+        for old in ix.store_path.glob("vectors-*.faiss*"):
             if old != target:
                 old.unlink(missing_ok=True)
         self._dirty = False

@@ -27,6 +27,7 @@ from .backend import normalise as _normalise
 from . import lexical
 from .faults import crash_point
 from .hybrid import SearchSettings, fuse, single
+from . import rebuild as rebuild_staging
 from .lock import WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore
 from .model import encoder_record, load_encoder
@@ -92,6 +93,9 @@ class Index:
         self._encoder_options = dict(encoder_options or {})
         self.info = meta.info()
         self._backend: VectorBackend | None = None
+        self.store_path = self.path  # where meta.sqlite and the FAISS files are: a staging folder during --rebuild
+        self._staged = False  # a --rebuild built beside the live index, swapped in by close()
+        self._replaced: dict[str, Any] | None = None  # the live index's settings a staged rebuild replaces
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -123,6 +127,8 @@ class Index:
             lock.acquire()
         try:
             index = cls(folder, MetaStore(folder / META_FILE), None, lock, log, encoder_options)
+            if writable:
+                rebuild_staging.discard_staging(folder, index._log)
             if encoder is not None:
                 index._check_encoder(encoder)
                 index._encoder = encoder
@@ -155,6 +161,7 @@ class Index:
             exists = (folder / META_FILE).is_file()
             if exists and not rebuild:
                 meta = MetaStore(folder / META_FILE)
+                rebuild_staging.discard_staging(folder, log or _stderr)
                 index = cls(folder, meta, None, lock, log, encoder_options)
                 if encoder is None and model is not None:
                     encoder = load_encoder(model, adapters, **_load_options(encoder_options))
@@ -187,26 +194,39 @@ class Index:
                     index.info = meta.info()
                 index.backend.reconcile()
                 return index
-            if rebuild:
-                if exists:
-                    _drop_outside(cls, folder, lock, log)
-                _wipe(folder)
+            # Everything is checked (settings, index type at the real dimension, the model) before
+            # anything on disk changes: a bad --rebuild leaves the old index as it was.
             kind = index_type or "flat"
             settings = {"backend": "faiss", **backend_settings(backend, url, collection, folder, {})}
             check_index_type(settings["backend"], kind)
             if encoder is None:
                 encoder = load_encoder(model or _default_model(), adapters, **_load_options(encoder_options))
             check_index_type(settings["backend"], kind, int(encoder.dim))
-            meta = MetaStore(folder / META_FILE, create=True)
             record = encoder_record(encoder, model, adapters)
             if query_instruction is not None:
                 record["query_instruction"] = query_instruction
-            with meta.transaction() as conn:
-                meta.set_info({**record, **settings, "format": FORMAT_VERSION, "index_type": kind,
-                               "index_uuid": uuid.uuid4().hex,
-                               "created_at": time.time(), "rows_version": 0, "faiss_generation": 0,
-                               "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
+            wanted = {**record, **settings, "index_type": kind}
+            old = rebuild_staging.live_info(folder) if exists else None
+            staged = old is not None and settings["backend"] == "faiss"
+            resumed = False
+            if staged:  # built beside the live index, which keeps answering searches; swapped in by close()
+                meta, resumed = rebuild_staging.open_staging(folder, wanted, log or _stderr)
+            else:  # nothing readable to keep, or a Qdrant target (old points are dropped first)
+                if exists:
+                    _drop_outside(cls, folder, lock, log)
+                _wipe(folder)
+                rebuild_staging.discard_staging(folder, lambda m: None)
+                meta = MetaStore(folder / META_FILE, create=True)
+            if not resumed:
+                with meta.transaction() as conn:
+                    meta.set_info({**wanted, "format": FORMAT_VERSION, "index_uuid": uuid.uuid4().hex,
+                                   "created_at": time.time(), "rows_version": 0,
+                                   "faiss_generation": int(old.get("faiss_generation", 0)) if staged else 0,
+                                   "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
             index = cls(folder, meta, encoder, lock, log, encoder_options)
+            if staged:
+                index.store_path, index._staged = meta.path.parent, True
+                index._replaced = old
             index.backend.mark_stale()
             return index
         except BaseException:
@@ -221,14 +241,16 @@ class Index:
         ``options`` go to :meth:`open` (model, index_type, rebuild, ...) and :meth:`update`
         (include, exclude, chunk_tokens, overlap, ...); the report is ``index.last_report``.
         """
-        from .sync import UPDATE_OPTIONS
+        from .sync import UPDATE_OPTIONS, check_update
 
         update_options = {k: options.pop(k) for k in list(options) if k in UPDATE_OPTIONS}
+        if update_options.get("walked") is None:  # the folder and options, before anything is created
+            update_options["walked"] = check_update(folder, Path(path).expanduser(), **update_options)
         index = cls.open(path, encoder, **options)
         try:
             index.update(folder, **update_options)
         except BaseException:
-            index.close()
+            index.abort()
             raise
         return index
 
@@ -270,7 +292,10 @@ class Index:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        if exc and exc[0] is not None:
+            self.abort()
+        else:
+            self.close()
 
     def __repr__(self) -> str:
         return (f"Index(path={str(self.path)!r}, chunks={len(self)}, model={self.info.get('model')!r}, "
@@ -310,10 +335,16 @@ class Index:
         self.backend.save()
 
     def close(self) -> None:
-        """Save pending changes (when writable) and release the write lock."""
+        """Save pending changes (when writable) and release the write lock.
+
+        After a ``--rebuild`` this is where the complete new index replaces the old one
+        (see :mod:`llm2vec_rag.index.rebuild`); :meth:`abort` releases without swapping.
+        """
         try:
             if self.writable and self.backend.pending:
                 self.save()
+            if self.writable and self._staged:
+                self._swap_in()
         finally:
             try:
                 if self._backend is not None:
@@ -322,6 +353,42 @@ class Index:
                 self.meta.close()
             if self._lock is not None:
                 self._lock.release()
+
+    def abort(self) -> None:
+        """Release the index after a failed write without finishing it.
+
+        Committed batches stay (the next run resumes from them); an unfinished ``--rebuild``
+        is not swapped in: the live index stays as it was and the staged one is kept for a re-run.
+        """
+        if not self._staged:
+            self.close()
+            return
+        try:
+            if self._backend is not None:
+                self._backend.close()
+        finally:
+            self.meta.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    def _swap_in(self) -> None:
+        old = None
+        if self._replaced is not None and self._replaced.get("backend", "faiss") != "faiss":
+            old = Index(self.path, MetaStore(self.path / META_FILE), None, self._lock, self._log)
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        try:
+            rebuild_staging.swap_in(self.meta, self.path)
+            self._staged = False
+            self.store_path = self.path
+            if old is not None:  # the replaced index's points in Qdrant
+                _drop_backend(old)
+        finally:
+            if old is not None:
+                old.meta.close()
+        self.meta = MetaStore(self.path / META_FILE)
+        self.info = self.meta.info()
 
     # ------------------------------------------------------------------ writing
     def _commit(self, rows: Sequence[ChunkRow] = (), remove_doc_ids: Sequence[str] = (),
@@ -606,6 +673,10 @@ def _as_int(value: Any) -> int:
 def _parts(items: list, size: int = 500):
     for s in range(0, len(items), size):
         yield items[s : s + size]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _default_model() -> str:

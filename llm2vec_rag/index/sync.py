@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LLM2VecError
 from .chunk import chunk_document, make_counter
-from .ingest import content_hash, walk
+from .ingest import WalkResult, content_hash, normalise_extensions, walk
 from .readers import UnreadableFileError, looks_binary, read_document
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHUNKER_VERSION = 1
 UPDATE_OPTIONS = {"include", "exclude", "extensions", "max_file_mb", "chunk_tokens", "overlap", "batch_size",
-                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter", "ray", "ray_actors"}
+                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter", "ray", "ray_actors", "walked"}
 COMMIT_CHUNKS = 256
 
 
@@ -96,6 +96,7 @@ def sync_folder(
     token_counter: Any = None,
     ray: str | bool | None = None,
     ray_actors: int | None = None,
+    walked: WalkResult | None = None,
 ) -> SyncReport:
     """Index ``folder`` into ``index`` incrementally and save; see the module docstring.
 
@@ -127,22 +128,18 @@ def sync_folder(
         overlap = int(index.info.get("overlap", 32))
         overlap = overlap if overlap < chunk_tokens else chunk_tokens // 8
     overlap = int(overlap)
-    if chunk_tokens < 8:
-        raise LLM2VecError(f"--chunk-tokens must be at least 8, got {chunk_tokens}")
-    if not 0 <= overlap < chunk_tokens:
-        raise LLM2VecError(f"--overlap must be between 0 and {chunk_tokens - 1}, got {overlap}")
+    check_chunking(chunk_tokens, overlap)
     max_length = index.info.get("max_length")
     if max_length and chunk_tokens > int(max_length):
         log(f"warning: --chunk-tokens {chunk_tokens} is more than the model reads ({max_length}); "
             "chunk ends will be cut off when embedding")
-    found = walk(folder, include, exclude, extensions, max_file_mb, hidden, gitignore, skip_dirs=[index.path])
+    if walked is None or Path(walked.root) != _walk_root(folder):
+        walked = find_files(folder, index.path, include, exclude, extensions, max_file_mb, hidden, gitignore)
+    found = walked
     report = SyncReport(skipped_reasons=Counter(found.skipped))
     for path, message in found.warnings:
         report.warnings.append(f"{path}: {message}")
         log(f"warning: {path}: {message}")
-    if not found.files:
-        reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(found.skipped.items())) or "it is empty"
-        raise LLM2VecError(f"no files to index in {folder} ({reasons}); nothing was changed")
     root = str(found.root)
     recorded = index.meta.files_under(root)
     settings = _settings(chunk_tokens, overlap, index.info.get("fingerprint", ""))
@@ -272,6 +269,49 @@ def sync_folder(
     report.total_files = index.meta.file_count()
     report.seconds = time.perf_counter() - start_time
     return report
+
+
+def check_chunking(chunk_tokens: int | None, overlap: int | None) -> None:
+    """Chunk settings that cannot work; ``None`` (the index's own setting) is checked later."""
+    if chunk_tokens is not None and int(chunk_tokens) < 8:
+        raise LLM2VecError(f"--chunk-tokens must be at least 8, got {chunk_tokens}")
+    if overlap is not None and int(overlap) < 0:
+        raise LLM2VecError(f"--overlap must be between 0 and {(chunk_tokens or 256) - 1}, got {overlap}")
+    if chunk_tokens is not None and overlap is not None and not int(overlap) < int(chunk_tokens):
+        raise LLM2VecError(f"--overlap must be between 0 and {int(chunk_tokens) - 1}, got {overlap}")
+
+
+def _walk_root(folder: str | os.PathLike[str]) -> Path:
+    path = Path(folder).expanduser().resolve()
+    return path.parent if path.is_file() else path
+
+
+def find_files(folder: str | os.PathLike[str], index_path: str | os.PathLike[str] | None = None,
+               include: Sequence[str] = (), exclude: Sequence[str] = (), extensions: Sequence[str] | None = None,
+               max_file_mb: float = 20.0, hidden: bool = False, gitignore: bool = True) -> WalkResult:
+    """The files an update would read; an error (changing nothing) when there are none."""
+    if extensions is not None and not normalise_extensions(extensions):
+        raise LLM2VecError("--ext names no extension (give e.g. --ext md,txt)")
+    if max_file_mb <= 0:
+        raise LLM2VecError(f"--max-file-mb must be positive, got {max_file_mb}")
+    found = walk(folder, include, exclude, extensions, max_file_mb, hidden, gitignore,
+                 skip_dirs=[Path(index_path)] if index_path is not None else [])
+    if not found.files:
+        reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(found.skipped.items())) or "it is empty"
+        raise LLM2VecError(f"no files to index in {folder} ({reasons}); nothing was changed")
+    return found
+
+
+def check_update(folder: str | os.PathLike[str], index_path: str | os.PathLike[str], **options: Any) -> WalkResult:
+    """Everything about an update that can be checked before an index is opened or a model loaded.
+
+    Returns the walk (pass it to :func:`sync_folder` as ``walked`` so the folder is walked once).
+    """
+    check_chunking(options.get("chunk_tokens"), options.get("overlap"))
+    if options.get("ray_actors") is not None and int(options["ray_actors"]) < 1:
+        raise LLM2VecError(f"--ray-actors must be at least 1, got {options['ray_actors']}")
+    names = ("include", "exclude", "extensions", "max_file_mb", "hidden", "gitignore")
+    return find_files(folder, index_path, **{k: options[k] for k in names if k in options})
 
 
 def crash_point_removed() -> None:
