@@ -33,6 +33,8 @@ from langchain_core.vectorstores import VectorStore  # noqa: E402
 from langchain_core.vectorstores.utils import maximal_marginal_relevance  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator  # noqa: E402
 
+from llm2vec_rag.index.hybrid import DEFAULT_MODE, SearchSettings  # noqa: E402
+
 if TYPE_CHECKING:  # pragma: no cover
     from llm2vec_rag.encoder import LLM2Vec
     from llm2vec_rag.index import Hit, Index, Record
@@ -233,10 +235,11 @@ class LLM2VecVectorStore(VectorStore):
 
     def __init__(self, embedding: Embeddings, path: str | os.PathLike[str] | None = None, *,
                  index_type: str = "flat", overwrite: bool = False, backend: str | None = None,
-                 url: str | None = None, collection: str | None = None) -> None:
+                 url: str | None = None, collection: str | None = None, mode: str = DEFAULT_MODE) -> None:
         from llm2vec_rag.index import Index
         from llm2vec_rag.index.meta import META_FILE
 
+        self.mode = SearchSettings.of(mode).mode  # text searches: hybrid (default), dense or lexical
         self._embedding = embedding
         self._temp_dir = None if path is not None else tempfile.mkdtemp(prefix="llm2vec-vectorstore-")
         self.path = Path(path if path is not None else self._temp_dir).expanduser()
@@ -344,6 +347,16 @@ class LLM2VecVectorStore(VectorStore):
             return []
         return self._worker.run(self._index.search_by_vector, np.asarray(vector, dtype=np.float32), k, filter)
 
+    def _text_hits(self, query: str, k: int, filter: Any, options: dict[str, Any]) -> list[Hit]:
+        """A text search in the store's mode (``mode``, ``alpha``, ``fusion`` from the call override it)."""
+        if k < 1:
+            return []
+        mode = options.get("mode") or self.mode
+        SearchSettings.of(mode, options.get("alpha"), options.get("fusion"))  # bad settings fail before embedding
+        vector = None if mode == "lexical" else np.asarray(self._embedding.embed_query(query), dtype=np.float32)
+        return self._worker.run(self._index.search, query, k, filter, None, mode, options.get("alpha"),
+                                options.get("fusion"), vector)
+
     def similarity_search_with_score_by_vector(self, embedding: list[float], k: int = 4, filter: Any = None,
                                                **kwargs: Any) -> list[tuple[Document, float]]:
         """Documents with their cosine similarity to ``embedding`` (higher is closer)."""
@@ -351,11 +364,28 @@ class LLM2VecVectorStore(VectorStore):
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: Any = None,
                                      **kwargs: Any) -> list[tuple[Document, float]]:
-        """Documents with their cosine similarity to the query (embedded as a query)."""
-        return self.similarity_search_with_score_by_vector(self._embedding.embed_query(query), k, filter)
+        """Documents with their score for the query: fused in ``hybrid`` mode (the default), cosine in
+        ``dense``, BM25 in ``lexical``; ``mode=``, ``alpha=``, ``fusion=`` choose per call."""
+        return [(_document(h), float(h.score)) for h in self._text_hits(query, k, filter, kwargs)]
 
     def similarity_search(self, query: str, k: int = 4, filter: Any = None, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter)]
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    def _similarity_search_with_relevance_scores(self, query: str, k: int = 4,
+                                                 **kwargs: Any) -> list[tuple[Document, float]]:
+        """Relevance in [0, 1] for every mode: cosine mapped from [-1, 1]; fused scores as they are
+        (convex) or over their largest possible value (rrf); BM25 as s / (1 + s)."""
+        settings = SearchSettings.of(kwargs.get("mode") or self.mode, kwargs.get("alpha"), kwargs.get("fusion"))
+        hits = self._text_hits(query, k, kwargs.get("filter"), kwargs)
+        if settings.mode == "dense":
+            scale = lambda s: (s + 1.0) / 2.0  # noqa: E731
+        elif settings.mode == "lexical":
+            scale = lambda s: s / (1.0 + s) if s > 0 else 0.0  # noqa: E731
+        elif settings.fusion == "rrf":
+            scale = lambda s: min(1.0, s * (settings.rrf_k + 1))  # noqa: E731
+        else:
+            scale = lambda s: min(1.0, max(0.0, s))  # noqa: E731
+        return [(_document(h), scale(float(h.score))) for h in hits]
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: Any = None,
                                     **kwargs: Any) -> list[Document]:

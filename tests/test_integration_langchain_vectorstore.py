@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llm2vec_rag.errors import LLM2VecError
+
 pytest.importorskip("langchain_core", reason="langchain extra not installed")
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
@@ -103,9 +105,31 @@ def test_search_uses_query_instruction_and_cosine_scores(tiny_encoder):
     # with the default instruction the query vector is the instructed one, not the document's
     with LLM2VecVectorStore.from_texts(TOPICS, LLM2VecEmbeddings(encoder=tiny_encoder)) as store:
         expected = tiny_encoder.encode_queries([TOPICS[0]], normalize_embeddings=True)[0]
-        top = store.similarity_search_with_score(TOPICS[0], k=1)[0]
+        top = store.similarity_search_with_score(TOPICS[0], k=1, mode="dense")[0]
         doc_vec = tiny_encoder.encode_documents([top[0].page_content], normalize_embeddings=True)[0]
         assert top[1] == pytest.approx(float(expected @ doc_vec), abs=1e-4)
+        # the default (hybrid) ranks by the fused score, in [0, 1]
+        fused = store.similarity_search_with_score(TOPICS[0], k=1)[0]
+        assert fused[0].id == top[0].id and 0.0 <= fused[1] <= 1.0
+
+
+def test_store_modes_and_retriever(tiny_embeddings):
+    texts = ["Quagga stripes confuse biting flies.", "Aircraft wings generate lift.", "Rivers carry sediment."]
+    with LLM2VecVectorStore.from_texts(texts, tiny_embeddings, ids=["z", "w", "r"]) as store:
+        for mode in ("hybrid", "dense", "lexical"):
+            docs = store.similarity_search("quagga flies", k=3, mode=mode)
+            assert docs, mode
+        assert [d.id for d in store.similarity_search("quagga flies", k=3, mode="lexical")] == ["z"]
+        retriever = store.as_retriever(search_kwargs={"k": 3, "mode": "lexical"})
+        assert [d.id for d in retriever.invoke("aircraft lift")] == ["w"]
+        scored = store.similarity_search_with_relevance_scores("aircraft", k=3, mode="lexical")
+        assert scored[0][0].id == "w" and 0.0 < scored[0][1] < 1.0
+        hybrid = store.similarity_search_with_relevance_scores("aircraft", k=3)
+        assert all(0.0 <= s <= 1.0 for _, s in hybrid)
+        with pytest.raises(LLM2VecError):
+            store.similarity_search("aircraft", mode="bm25")
+    with LLM2VecVectorStore.from_texts(texts, tiny_embeddings, mode="lexical") as store:
+        assert len(store.similarity_search("sediment", k=3)) == 1
 
 
 def test_filter_by_metadata_and_callable(tiny_embeddings):
