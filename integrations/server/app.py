@@ -27,6 +27,9 @@ from .protocol import (EmbedSpec, bad, check_dimensions, openai_body, parse_olla
                        shape_vectors)
 from .settings import ServerSettings
 
+fastapi = require("fastapi", "server", "fastapi")
+from fastapi import Request  # noqa: E402  (string annotations of the routes resolve to it)
+
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 DISCONNECT_POLL_S = 0.25
 RENDER_IN_THREAD = 64  # vectors; bigger replies are serialised off the event loop
@@ -153,7 +156,6 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
                on_failure: Callable[[BaseException], None] | None = None,
                aliases: dict[str, str] | None = None) -> Any:
     """The ASGI app. ``on_failure`` is called (from the engine thread) when loading fails."""
-    fastapi = require("fastapi", "server", "fastapi")
     from fastapi.responses import JSONResponse, Response
 
     orjson = require("orjson", "server", "orjson")
@@ -247,7 +249,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
 
     # ------------------------------------------------------------------ OpenAI
     @app.post("/v1/embeddings")
-    async def openai_embeddings(request: fastapi.Request):
+    async def openai_embeddings(request: Request):
         spec = parse_openai(await read_json(request), settings)
         name, vectors, tokens = await embed(state, request, spec)
         return await reply_big(openai_body(vectors, spec, name, tokens), len(vectors))
@@ -265,7 +267,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
         return reply({"id": name, "object": "model", "created": state.created, "owned_by": "llm2vec-rag"})
 
     # ------------------------------------------------------------------ TEI
-    async def tei_embed(request: fastapi.Request):
+    async def tei_embed(request: Request):
         spec = parse_tei(await read_json(request), settings)
         _name, vectors, _tokens = await embed(state, request, spec, param="inputs")
         return await reply_big(vectors, len(vectors))
@@ -275,7 +277,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
 
     # ------------------------------------------------------------------ Ollama
     @app.post("/api/embed")
-    async def ollama_embed(request: fastapi.Request):
+    async def ollama_embed(request: Request):
         started = time.perf_counter_ns()
         spec = parse_ollama(await read_json(request), settings)
         name, vectors, tokens = await embed(state, request, spec)
@@ -284,7 +286,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
                                 "prompt_eval_count": tokens}, len(vectors))
 
     @app.post("/api/embeddings")
-    async def ollama_embeddings_legacy(request: fastapi.Request):
+    async def ollama_embeddings_legacy(request: Request):
         spec = parse_ollama(await read_json(request), settings, legacy=True)
         _name, vectors, _tokens = await embed(state, request, spec, param="prompt")
         return reply({"embedding": vectors[0]})
@@ -297,7 +299,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
 
     # ------------------------------------------------------------------ search
     @app.post("/v1/search")
-    async def search(request: fastapi.Request):
+    async def search(request: Request):
         body = await read_json(request)
         _ready(state)
         if state.index is None:
@@ -364,7 +366,7 @@ class Gate:
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app = app
-        self.state = state
+        self.server_state = state
 
     def __getattr__(self, name: str) -> Any:  # .state.server etc. reach the FastAPI app
         return getattr(self.app, name)
@@ -382,7 +384,7 @@ class Gate:
             await send(message)
 
         try:
-            key = self.state.settings.api_key
+            key = self.server_state.settings.api_key
             if key and path not in OPEN_PATHS and not _authorised(scope, key):
                 from fastapi.responses import JSONResponse
 
@@ -394,7 +396,7 @@ class Gate:
                 return
             await self.app(scope, receive, counting_send)
         finally:
-            self.state.metrics.count(path, status[0])
+            self.server_state.metrics.count(path, status[0])
 
 
 def _authorised(scope, key: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -289,9 +290,12 @@ class Engine:
             text = piece if isinstance(piece, str) else tok.decode(list(piece), skip_special_tokens=True)
             items.append([instruction, text])
         limit = int(encoder.max_length)
+        extra = {}
+        if "template" in inspect.signature(tokenize_all).parameters:  # an encoder that wraps inputs in a chat turn
+            extra["template"] = getattr(encoder, "chat_template", None)
         counted = tokenize_all(tok, items, limit + 1, append_eos=encoder.pooling_mode == "eos_token",
                                prepend_bos=encoder.pooling_mode == "bos_token",
-                               include_special_tokens=encoder.include_special_tokens)
+                               include_special_tokens=encoder.include_special_tokens, **extra)
         lengths = [len(t.ids) for t in counted]
         if not job.truncate:
             for i, n in enumerate(lengths):

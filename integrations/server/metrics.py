@@ -15,6 +15,7 @@ class Metrics:
     def __init__(self) -> None:
         prom = require("prometheus_client", "server", "prometheus-client")
         self._prom = prom
+        prom.disable_created_metrics()  # no *_created series: they double the scrape for no use here
         self.registry = prom.CollectorRegistry()
         r = self.registry
         self.requests = prom.Counter("llm2vec_rag_requests", "HTTP requests by route and outcome",
