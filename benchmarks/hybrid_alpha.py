@@ -52,7 +52,8 @@ def main() -> None:
         label = r["mode"] if r["mode"] != "hybrid" else f"{r['fusion']} alpha={r['alpha']:.2f}"
         print(f"{label:<22} nDCG@10 {r['ndcg@10']:.4f}  recall@100 {r['recall@100']:.4f}")
     print(f"best on {data.name} {args.split}: {best['fusion']} alpha={best['alpha']} nDCG@10 {best['ndcg@10']:.4f}")
-    name = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(args.model).name if os.path.exists(args.model) else args.model)
+    label = "-".join(Path(args.model).parts[-2:]) if os.path.exists(args.model) else args.model
+    name = re.sub(r"[^A-Za-z0-9.-]+", "-", label)
     out = REPO / "benchmarks" / "results" / f"hybrid_alpha-{data.name}-{args.split}-{name}.json"
     out.write_text(json.dumps({"dataset": data.name, "split": args.split, "model": args.model,
                                "queries": len(data.qrels), "documents": len(data.corpus_ids),

@@ -25,8 +25,8 @@ TEXTS = {
 }
 
 
-@pytest.fixture()
-def index(tmp_path):
+@pytest.fixture(name="index")
+def hybrid_index(tmp_path):
     ix = Index.create(tmp_path / "ix", FakeEncoder(), log=lambda m: None)
     ix.add_texts(list(TEXTS.values()), ids=list(TEXTS), metadatas=[{"source": f"/docs/{k}-notes.md", "topic": k}
                                                                     for k in TEXTS])

@@ -27,6 +27,9 @@ from test_index import (build, docs, encoder, test_add_texts_get_delete_vectors,
                         test_other_model_is_refused, test_real_tiny_encoder_end_to_end, test_rebuild_starts_over,
                         test_where_filters)
 from test_index_crash import run_index, write_corpus  # noqa: E402
+from test_hybrid import hybrid_index  # noqa: E402,F401  (hybrid search runs on Qdrant too)
+from test_hybrid import (test_lexical_table_follows_deletes_and_replacements, test_modes_through_the_python_api,  # noqa: E402,F401
+                         test_where_filters_both_sides)
 from test_search_cli import invoke, one_line_error, runner  # noqa: E402,F401
 
 
