@@ -54,6 +54,37 @@ def apply_adapters(
     return model
 
 
+def adapter_free_view(path: Path) -> Path:
+    """A directory of links to ``path``'s files minus its adapter, for loading the base weights beside it.
+
+    Why: transformers 5 applies (unmerged) an adapter it finds beside a model's weights; we apply
+    the adapter ourselves (merged, stacked before the user's), so transformers must not see it.
+    Made once per source directory in the cache; a concurrent maker's copy is as good.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    from .runtime import cache_dir
+
+    path = Path(path).resolve()
+    files = sorted(p.name for p in path.iterdir() if p.is_file()
+                   and p.name != ADAPTER_CONFIG and not p.name.startswith("adapter_model."))
+    target = cache_dir() / "views" / f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    if target.is_dir() and sorted(p.name for p in target.iterdir()) == files:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    for name in files:
+        (tmp / name).symlink_to(path / name)
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config")
 

@@ -28,8 +28,10 @@ from .adapters import apply_adapters
 from .embedded import DEFAULT_MODEL
 from .errors import LLM2VecError, ModelLoadError, ModelNotFoundError
 from .instructions import Tokenized, split_input, tokenize_all
-from .pooling import PoolingMode, check_pooling_mode, pool
-from .resolve import ResolvedModel, resolve_model
+from .hub import HubOptions
+from .pooling import POOLING_MODES, PoolingMode, check_pooling_mode, pool
+from .reference import REFERENCE_DOC_MAX_LENGTH, ChatTemplate, chat_template, cut_to_words
+from .resolve import ResolvedModel, fetch_hub, read_reference_settings, resolve_adapter, resolve_model
 from .runtime import quiet_transformers, resolve_device, resolve_dtype
 
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
@@ -78,6 +80,9 @@ class LLM2Vec:
         name: str = "custom",
         adapters: Sequence[str] = (),
         compile: bool = False,
+        doc_max_length: int | None = None,
+        skip_instruction: bool = True,
+        chat_template: ChatTemplate | None = None,
     ) -> None:
         self.model = model
         self.compile = bool(compile)
@@ -93,6 +98,13 @@ class LLM2Vec:
         self.include_special_tokens = include_special_tokens
         self.name = name
         self.adapters = [str(a) for a in adapters]
+        if doc_max_length is not None and int(doc_max_length) < 1:
+            raise LLM2VecError(f"doc_max_length must be at least 1, got {doc_max_length}")
+        # the reference's settings (llm2vec 0.2.3): cut texts by words, pool the instruction too, chat turns
+        self.doc_max_length = None if doc_max_length is None else int(doc_max_length)
+        self.skip_instruction = bool(skip_instruction)
+        self.chat_template = chat_template
+        self.tensor_outputs = False  # encode() returns torch tensors by default, as the reference does
         self._fingerprint: str | None = None
         self.engine = "native" if type(model).__module__.endswith(".native") else "transformers"
         self.load_spec: dict[str, Any] | None = None  # set by from_pretrained
@@ -109,7 +121,7 @@ class LLM2Vec:
     @classmethod
     def from_pretrained(
         cls,
-        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | None = None,
         pooling_mode: PoolingMode | None = None,
         max_length: int | None = None,
         enable_bidirectional: bool | None = None,
@@ -121,6 +133,20 @@ class LLM2Vec:
         document_instruction: str | None = None,
         compile: bool = False,
         engine: str = "auto",
+        *,
+        base_model_name_or_path: str | os.PathLike[str] | None = None,
+        peft_model_name_or_path: str | os.PathLike[str] | None = None,
+        merge_peft: bool | None = None,
+        torch_dtype: str | torch.dtype | None = None,
+        device_map: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        doc_max_length: int | None = None,
+        skip_instruction: bool | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool | None = None,
+        **hf_kwargs: Any,
     ) -> LLM2Vec:
         """Load an embedded model name, a ``.gguf`` file, a local or Hub model, or a saved encoder.
 
@@ -133,21 +159,67 @@ class LLM2Vec:
         ``engine``: ``"native"`` runs Llama/Mistral/Qwen2/Qwen3 checkpoints through
         :mod:`llm2vec_rag.native` (fast start-up, fp32 residual stream), ``"transformers"``
         through transformers; ``"auto"`` (or ``$LLM2VEC_RAG_ENGINE``) picks native where it is exact.
+
+        A published LLM2Vec directory (``…-mntp``: ``config.json`` and a LoRA adapter whose
+        ``adapter_config.json`` names the base) loads as that base with the adapter merged.
+
+        **llm2vec 0.2.3 keywords** are accepted with the reference's meaning:
+        ``LLM2Vec.from_pretrained(base_model_name_or_path, peft_model_name_or_path, merge_peft,
+        enable_bidirectional, torch_dtype=..., device_map=..., attn_implementation=...,
+        doc_max_length=..., skip_instruction=..., revision=..., cache_dir=..., token=...,
+        local_files_only=...)``; ``llm2vec_config.json`` in the adapter (else model) directory is read.
+        A call using any of ``base_model_name_or_path``, ``peft_model_name_or_path``, ``merge_peft``,
+        ``torch_dtype``, ``device_map``, ``doc_max_length`` or ``skip_instruction`` also takes the
+        reference's defaults: float32, ``doc_max_length=400``, and ``encode`` returning torch tensors.
         """
-        resolved = resolve_model(model)
+        # the reference's positional order is (base, peft, merge_peft, enable_bidirectional)
+        if pooling_mode is not None and pooling_mode not in POOLING_MODES and _looks_like_model(pooling_mode):
+            if peft_model_name_or_path is not None:
+                raise LLM2VecError("peft_model_name_or_path given twice (second positional argument and keyword)")
+            peft_model_name_or_path, pooling_mode = pooling_mode, None
+            if isinstance(max_length, bool):
+                merge_peft, max_length = max_length, None
+        if base_model_name_or_path is not None:
+            if model is not None:
+                raise LLM2VecError("give the model once: model or base_model_name_or_path, not both")
+            model = base_model_name_or_path
+        if model is None:
+            model = DEFAULT_MODEL
+        reference_style = any(v is not None for v in (
+            base_model_name_or_path, peft_model_name_or_path, merge_peft, torch_dtype, device_map,
+            doc_max_length, skip_instruction))
+        dtype = _pick_dtype(dtype, torch_dtype, reference_style)
+        device = _pick_device(device, device_map)
+        model_kwargs = _model_kwargs(hf_kwargs, attn_implementation)
+        if "token" in model_kwargs:  # use_auth_token, the old name
+            token = model_kwargs.pop("token") if token is None else token
+        hub = HubOptions(revision=revision, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+                         token=token, local_files_only=bool(local_files_only))
+        if model_kwargs:
+            if engine == "native":
+                raise LLM2VecError(f"the native engine takes no transformers options ({', '.join(model_kwargs)}); "
+                                   "use engine='transformers'")
+            engine = "transformers"
+
+        resolved = fetch_hub(resolve_model(model), hub)
         if resolved.kind == "embedded" and resolved.adapters:  # shipped adapters: merged once, cached
             from .merged import merged_dir
 
             resolved = dataclasses.replace(
                 resolved, source=str(merged_dir(resolved.name, resolved.source, resolved.adapters)), adapters=[])
-        saved = resolved.settings
+        saved = dict(resolved.settings)
         torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
-        extra = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters or [])
+        torch_dtype_ = resolve_dtype(dtype, torch_device)
+        extra_specs = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters or [])
+        if peft_model_name_or_path is not None:
+            extra_specs.insert(0, peft_model_name_or_path)
+        extra = [resolve_adapter(a, hub) for a in extra_specs]
+        for adapter_dir in extra:  # the reference reads llm2vec_config.json in the adapter directory
+            saved.update(read_reference_settings(adapter_dir))
         all_adapters = [*resolved.adapters, *extra]
         chosen = choose_engine(engine, resolved, all_adapters)
-        base, tokenizer = _load_base(resolved, torch_dtype, engine=chosen)
-        base = apply_adapters(base, all_adapters, merge_last=merge_adapters)
+        base, tokenizer = _load_base(resolved, torch_dtype_, engine=chosen, model_kwargs=model_kwargs)
+        base = apply_adapters(base, all_adapters, merge_last=merge_adapters or bool(merge_peft))
         base.to(torch_device)
 
         def pick(value, key, default):
@@ -166,15 +238,21 @@ class LLM2Vec:
             name=saved.get("name", resolved.name),
             adapters=[*saved.get("adapter_names", []), *[str(a) for a in extra]],
             compile=compile,
+            doc_max_length=pick(doc_max_length, "doc_max_length", REFERENCE_DOC_MAX_LENGTH if reference_style else None),
+            skip_instruction=pick(skip_instruction, "skip_instruction", True),
+            chat_template=chat_template(saved.get("chat_template_for", resolved.name_or_path)),
         )
+        encoder.tensor_outputs = reference_style
         # what a worker process needs to load the same encoder (see parallel.py)
         encoder.load_spec = {
             "model": os.fspath(model) if not isinstance(model, str) else model,
             "pooling_mode": encoder.pooling_mode, "max_length": encoder.max_length,
             "enable_bidirectional": encoder.enable_bidirectional, "adapters": [str(a) for a in extra] or None,
-            "merge_adapters": merge_adapters, "query_instruction": encoder.query_instruction,
+            "merge_adapters": merge_adapters or bool(merge_peft), "query_instruction": encoder.query_instruction,
             "document_instruction": encoder.document_instruction, "compile": encoder.compile,
-            "engine": engine,
+            "engine": engine, "doc_max_length": encoder.doc_max_length, "skip_instruction": encoder.skip_instruction,
+            "revision": revision, "cache_dir": hub.cache_dir, "token": token, "local_files_only": local_files_only,
+            **({"attn_implementation": attn_implementation} if attn_implementation is not None else {}),
         }
         encoder.engine = chosen
         return encoder
@@ -194,9 +272,10 @@ class LLM2Vec:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True,
+        convert_to_numpy: bool | None = None,
         convert_to_tensor: bool = False,
         max_batch_tokens: int | None = None,
+        device: str | torch.device | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed strings or ``[instruction, text]`` pairs; a single string gives a 1-D vector.
 
@@ -205,13 +284,21 @@ class LLM2Vec:
         (``max_batch_tokens``, default ``batch_size`` × 64 padded tokens on CPU, × 256 on GPU), so
         short texts share big batches and long ones small: the budget, not the
         count, bounds memory. Output keeps input order.
+
+        Returns numpy (float32) unless ``convert_to_tensor`` or ``convert_to_numpy=False``; an
+        encoder loaded with the reference's keywords returns torch tensors by default, as
+        ``llm2vec`` does. ``device`` moves the model there first (the reference's argument).
         """
         single = isinstance(sentences, str)
         items = [sentences] if single else list(sentences)
         if batch_size < 1:
             raise LLM2VecError(f"batch_size must be at least 1, got {batch_size}")
+        if device is not None and torch.device(device) != self.device:
+            self.model.to(torch.device(device))
         for i, item in enumerate(items):
             split_input(item, i)  # TypeError naming the position, before any work
+        if self.doc_max_length is not None:
+            items = [self._cut(item) for item in items]
         tokenized = tokenize_all(
             self.tokenizer,
             items,
@@ -219,6 +306,8 @@ class LLM2Vec:
             append_eos=self.pooling_mode == "eos_token",
             prepend_bos=self.pooling_mode == "bos_token",
             include_special_tokens=self.include_special_tokens,
+            pool_all=not self.skip_instruction,
+            template=self.chat_template,
         )
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         slot = TOKENS_PER_BATCH_SLOT.get(self.device.type, TOKENS_PER_BATCH_SLOT["default"])
@@ -243,7 +332,15 @@ class LLM2Vec:
             out = out[0]
         if convert_to_tensor:
             return out
+        if convert_to_numpy is None:
+            convert_to_numpy = not self.tensor_outputs
         return out.numpy() if convert_to_numpy else out
+
+    def _cut(self, item: Any) -> Any:
+        """The reference's ``doc_max_length``: the text (not the instruction) cut by words."""
+        if isinstance(item, str):
+            return cut_to_words(self.tokenizer, item, self.doc_max_length, self.max_length)
+        return [item[0], cut_to_words(self.tokenizer, item[1], self.doc_max_length, self.max_length)]
 
     def _encode_batch(self, batch: list[Tokenized]) -> torch.Tensor:
         return forward_batch(self._inference_model(), batch, int(self.tokenizer.pad_token_id), self.pooling_mode,
@@ -284,6 +381,7 @@ class LLM2Vec:
 
         if not sentences:
             return np.zeros((0, self.dim), dtype=np.float32)
+        options.setdefault("convert_to_numpy", True)
         return encode_with_pool(pool, sentences, chunk_size=chunk_size, **options)
 
     @staticmethod
@@ -309,6 +407,13 @@ class LLM2Vec:
             h = hashlib.sha256()
             for key in ("pooling_mode", "enable_bidirectional", "include_special_tokens", "normalize"):
                 h.update(f"{key}={getattr(self, key)};".encode())
+            # the reference's settings, hashed only when they are not the defaults (older hashes stay valid)
+            if not self.skip_instruction:
+                h.update(b"skip_instruction=False;")
+            if self.doc_max_length is not None:
+                h.update(f"doc_max_length={self.doc_max_length};".encode())
+            if self.chat_template is not None:
+                h.update(f"chat_template={self.chat_template.prefix!r}{self.chat_template.suffix!r};".encode())
             with torch.no_grad():
                 for name, param in sorted(self.model.named_parameters(), key=lambda kv: kv[0]):
                     flat = param.detach().reshape(-1)
@@ -368,6 +473,58 @@ def forward_batch(
     return pool(hidden, text_mask.to(device), attention.to(device), pooling_mode)
 
 
+# transformers keywords the reference passes on to the model load, and that we pass on too
+MODEL_KWARGS = frozenset({"trust_remote_code", "low_cpu_mem_usage", "use_safetensors", "quantization_config",
+                          "force_download", "use_auth_token"})
+
+
+def _looks_like_model(value: Any) -> bool:
+    """A second positional argument that is an adapter (the reference's order), not a pooling mode."""
+    if isinstance(value, os.PathLike):
+        return True
+    return isinstance(value, str) and ("/" in value or os.sep in value or Path(value).expanduser().exists())
+
+
+def _pick_dtype(dtype: Any, torch_dtype: Any, reference_style: bool) -> Any:
+    """``torch_dtype`` (the reference's name) or ``dtype``; a reference-style call defaults to float32 as 4.44 did."""
+    if torch_dtype is not None:
+        if dtype not in (None, "auto") and dtype != torch_dtype:
+            raise LLM2VecError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; give one")
+        return torch_dtype
+    if reference_style and dtype in (None, "auto"):
+        return "float32"
+    return dtype
+
+
+def _pick_device(device: Any, device_map: Any) -> Any:
+    """``device_map`` (the reference's name) as one device: "cuda", "cpu", "cuda:1", or "auto"."""
+    if device_map is None:
+        return device
+    if isinstance(device_map, dict):
+        raise LLM2VecError("device_map dicts (a model split over devices) are not supported; pass one device, "
+                           "e.g. device_map='cuda' or device='cuda:1'")
+    if str(device_map) in ("auto", "balanced", "balanced_low_0", "sequential"):
+        device_map = "auto"
+    if device not in (None, "auto") and str(device) != str(device_map):
+        raise LLM2VecError(f"device={device!r} and device_map={device_map!r} disagree; give one")
+    return device_map
+
+
+def _model_kwargs(hf_kwargs: dict[str, Any], attn_implementation: str | None) -> dict[str, Any]:
+    """Keywords for transformers' model load; an unknown one is a TypeError, as in any Python call."""
+    unknown = sorted(set(hf_kwargs) - MODEL_KWARGS)
+    if unknown:
+        raise TypeError(f"LLM2Vec.from_pretrained() got unexpected keyword arguments {unknown}; "
+                        f"transformers options accepted: {', '.join(sorted(MODEL_KWARGS))}, attn_implementation, "
+                        "revision, cache_dir, token, local_files_only")
+    kwargs = dict(hf_kwargs)
+    if "use_auth_token" in kwargs:
+        kwargs["token"] = kwargs.pop("use_auth_token")
+    if attn_implementation is not None and attn_implementation != "sdpa":
+        kwargs["attn_implementation"] = attn_implementation
+    return kwargs
+
+
 GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
 
 
@@ -420,23 +577,31 @@ def choose_engine(engine: str, resolved: ResolvedModel, adapters: Sequence[Any])
     return "transformers"
 
 
-def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "transformers") -> tuple[torch.nn.Module, Any]:
-    """The bare transformer (no LM head) and its tokenizer, quiet about the head it drops."""
+def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "transformers",
+               model_kwargs: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any]:
+    """The bare transformer (no LM head) and its tokenizer, quiet about the head it drops.
+
+    The tokenizer comes from ``resolved.tokenizer_source`` when set (a published ``-mntp``
+    directory's own tokenizer, as the reference loads it), else from beside the weights.
+    """
+    tokenizer_source = resolved.tokenizer_source or resolved.source
     if engine == "native":
         from .native import load_native
 
-        return load_native(resolved.source, dtype), _load_tokenizer(resolved.source, light=True)
+        return load_native(resolved.source, dtype), _load_tokenizer(tokenizer_source, light=True)
     from transformers import AutoModel
 
+    kwargs = dict(model_kwargs or {})
+    attn = kwargs.pop("attn_implementation", "sdpa")
     with quiet_transformers():
         try:
-            tokenizer = _load_tokenizer(resolved.source)
+            tokenizer = _load_tokenizer(tokenizer_source)
             try:
-                model = AutoModel.from_pretrained(resolved.source, dtype=dtype, attn_implementation="sdpa")
+                model = AutoModel.from_pretrained(resolved.source, dtype=dtype, attn_implementation=attn, **kwargs)
             except ValueError as exc:
-                if "scaled_dot_product_attention" not in str(exc):
+                if attn != "sdpa" or "scaled_dot_product_attention" not in str(exc):
                     raise
-                model = AutoModel.from_pretrained(resolved.source, dtype=dtype)
+                model = AutoModel.from_pretrained(resolved.source, dtype=dtype, **kwargs)
         except OSError as exc:
             if resolved.kind == "hub":
                 from .resolve import _alternatives

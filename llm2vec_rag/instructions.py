@@ -46,16 +46,29 @@ def tokenize_all(
     append_eos: bool = False,
     prepend_bos: bool = False,
     include_special_tokens: bool = False,
+    pool_all: bool = False,
+    template=None,
 ) -> list[Tokenized]:
     """Tokenize every input once, truncated to ``max_length`` tokens (text end cut first).
 
     ``include_special_tokens`` pools the tokenizer's own specials ([CLS]/[SEP])
     as sentence-transformers models expect; decoders pool only text tokens.
+    ``pool_all`` pools every token, instruction included (the reference's ``skip_instruction=False``).
+    ``template`` (a :class:`llm2vec_rag.reference.ChatTemplate`) wraps each input in the reference's
+    chat turn: its prefix is not pooled, its suffix is (as in the reference).
     """
     pairs = [split_input(item, i) for i, item in enumerate(items)]
     joined = [join(instr, text) for instr, text in pairs]
     if not joined:
         return []
+    suffix_at = [None] * len(joined)
+    if template is not None:
+        wrapped = []
+        for i, (seq, start) in enumerate(joined):
+            body = seq.rstrip()
+            suffix_at[i] = len(template.prefix) + len(body)
+            wrapped.append((template.prefix + body + template.suffix, start + len(template.prefix)))
+        joined = wrapped
     reserve = int(append_eos) + int(prepend_bos)
     enc = tokenizer(
         [seq for seq, _ in joined],
@@ -72,7 +85,9 @@ def tokenize_all(
         special = enc["special_tokens_mask"][i]
         mask = []
         for (s, e), sp in zip(offsets, special):
-            if sp:
+            if suffix_at[i] is not None and s >= suffix_at[i] and e > s:
+                mask.append(1)  # the template's closing tag: pooled, as in the reference
+            elif sp:
                 mask.append(1 if include_special_tokens else 0)
             else:
                 mask.append(1 if e > start and e > s else 0)
@@ -85,7 +100,7 @@ def tokenize_all(
         if not ids:  # an empty string with a tokenizer that adds nothing: one filler token
             filler = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else (tokenizer.pad_token_id or 0)
             ids, mask = [filler], [1]
-        if not any(mask):  # empty text after an instruction: pool what there is
+        if pool_all or not any(mask):  # pool_all; or an empty text after an instruction: pool what there is
             mask = [1] * len(ids)
         out.append(Tokenized(ids=ids, text_mask=mask))
     return out

@@ -5,6 +5,7 @@ all agree on what a model argument means.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,11 +15,13 @@ from typing import Literal
 from .embedded import EMBEDDED
 from .errors import ModelNotFoundError
 from .gguf import gguf_to_hf_dir
+from .hub import HubOptions, snapshot
 from .runtime import cache_dir
 
 Kind = Literal["embedded", "gguf", "hf-dir", "hub", "llm2vec-dir", "st-dir"]
 
 LLM2VEC_CONFIG = "llm2vec_config.json"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -30,6 +33,8 @@ class ResolvedModel:
     source: str  # a local directory, or a Hub id for kind == "hub"
     adapters: list[Path] = field(default_factory=list)  # applied in order
     settings: dict = field(default_factory=dict)  # encoder settings found beside the weights
+    tokenizer_source: str | None = None  # where the tokenizer is, when not beside the weights
+    name_or_path: str = ""  # what the reference reads as config._name_or_path (its chat templates key on it)
 
 
 def _alternatives() -> str:
@@ -73,22 +78,116 @@ def resolve_model(spec: str | os.PathLike[str]) -> ResolvedModel:
         raise ModelNotFoundError(f"{path} is a file but not a .gguf model; choose one of: {_alternatives()}")
     if not _is_hub_id(text):
         raise ModelNotFoundError(f"unknown model {text!r}; choose one of: {_alternatives()}, or a Hub id org/name")
-    return ResolvedModel(name=text, kind="hub", source=text)
+    return ResolvedModel(name=text, kind="hub", source=text, name_or_path=text)
+
+
+REFERENCE_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def read_reference_settings(path: Path) -> dict:
+    """The keys of a reference ``llm2vec_config.json`` in ``path`` (where ``llm2vec==0.2.3`` reads it); {} if none."""
+    try:
+        data = json.loads((Path(path) / LLM2VEC_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in REFERENCE_KEYS if data.get(k) is not None} if isinstance(data, dict) else {}
+
+
+def _config_name_or_path(path: Path) -> str:
+    try:
+        return str(json.loads((path / "config.json").read_text(encoding="utf-8")).get("_name_or_path") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def local_route(adapter_dir: str = "<mntp dir>") -> str:
+    return (f"download the base model and pass it: LLM2Vec.from_pretrained('<base model dir>', "
+            f"adapters=['{adapter_dir}', '<supervised or simcse adapter dir>'])")
 
 
 def _resolve_dir(path: Path) -> ResolvedModel:
     if (path / LLM2VEC_CONFIG).is_file():
         settings = json.loads((path / LLM2VEC_CONFIG).read_text(encoding="utf-8"))
-        adapters = [path / a for a in settings.get("adapters", [])]
-        return ResolvedModel(name=settings.get("name", str(path)), kind="llm2vec-dir",
-                             source=str(path), adapters=adapters, settings=settings)
+        if "format_version" in settings or "adapters" in settings:  # written by our save()
+            adapters = [path / a for a in settings.get("adapters", [])]
+            return ResolvedModel(name=settings.get("name", str(path)), kind="llm2vec-dir",
+                                 source=str(path), adapters=adapters, settings=settings)
     if (path / "modules.json").is_file():
         return _resolve_sentence_transformers(path)
+    settings = read_reference_settings(path)  # a reference layout: its llm2vec_config.json, if any
+    if (path / ADAPTER_CONFIG).is_file():
+        return _resolve_published(path, settings)
     if (path / "config.json").is_file():
-        return ResolvedModel(name=str(path), kind="hf-dir", source=str(path))
+        return ResolvedModel(name=str(path), kind="hf-dir", source=str(path), settings=settings,
+                             name_or_path=_config_name_or_path(path))
     raise ModelNotFoundError(
         f"{path} is not a model directory (no config.json, modules.json or {LLM2VEC_CONFIG})"
     )
+
+
+def _resolve_published(path: Path, settings: dict) -> ResolvedModel:
+    """A published LLM2Vec layout: a LoRA adapter (``-mntp``) whose base ``adapter_config.json`` names.
+
+    The adapter is applied to that base (or to weights copied beside it), as the reference does.
+    """
+    try:
+        adapter_cfg = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"corrupt adapter config {path / ADAPTER_CONFIG}: {exc}") from None
+    base_spec = str(adapter_cfg.get("base_model_name_or_path") or "")
+    if any((path / f).is_file() for f in WEIGHT_FILES):  # base weights copied beside the adapter
+        from .adapters import adapter_free_view
+
+        base = ResolvedModel(name=str(path), kind="hf-dir", source=str(adapter_free_view(path)))
+    elif not base_spec:
+        raise ModelNotFoundError(f"{path} holds a LoRA adapter but no weights, and its {ADAPTER_CONFIG} names no "
+                                 f"base_model_name_or_path; {local_route(str(path))}")
+    else:
+        try:
+            base = resolve_model(base_spec)
+        except ModelNotFoundError:
+            raise ModelNotFoundError(
+                f"{path} is a LoRA adapter whose base model {base_spec!r} (base_model_name_or_path in "
+                f"{ADAPTER_CONFIG}) is not found; {local_route(str(path))}") from None
+    has_tokenizer = any((path / f).is_file() for f in TOKENIZER_FILES)
+    name_or_path = _config_name_or_path(path) if (path / "config.json").is_file() else base_spec
+    return ResolvedModel(
+        name=str(path), kind=base.kind, source=base.source, adapters=[*base.adapters, path],
+        settings={**base.settings, **settings},
+        tokenizer_source=str(path) if has_tokenizer else base.tokenizer_source,
+        name_or_path=name_or_path or base.name_or_path,
+    )
+
+
+def fetch_hub(resolved: ResolvedModel, options: HubOptions = HubOptions()) -> ResolvedModel:
+    """A Hub model made local (cache first, download only when online); its own adapters come first."""
+    if resolved.kind != "hub":
+        return resolved
+    route = (f"offline, use one of: {_alternatives()}; for a published LLM2Vec checkpoint, "
+             + local_route())
+    folder = snapshot(resolved.source, options, what="model", local_route=route)
+    local = _resolve_dir(folder)
+    if local.kind == "hub":  # a published adapter repository whose base is on the Hub too
+        local = fetch_hub(local, HubOptions(cache_dir=options.cache_dir, token=options.token,
+                                            local_files_only=options.local_files_only))
+    return dataclasses.replace(
+        local, name=resolved.name, adapters=[*local.adapters, *resolved.adapters],
+        settings={**local.settings, **resolved.settings},
+        tokenizer_source=resolved.tokenizer_source or local.tokenizer_source,
+        name_or_path=resolved.name_or_path or local.name_or_path or resolved.source,
+    )
+
+
+def resolve_adapter(spec: str | os.PathLike[str], options: HubOptions = HubOptions()) -> Path:
+    """An adapter directory, or a Hub id fetched like a model (``revision`` is the model's, not used here)."""
+    path = Path(os.fspath(spec)).expanduser()
+    if path.exists() or not _is_hub_id(os.fspath(spec)):
+        return path
+    return snapshot(os.fspath(spec), HubOptions(cache_dir=options.cache_dir, token=options.token,
+                                                local_files_only=options.local_files_only),
+                    what="adapter", local_route="download it and pass its directory in adapters=[...]")
 
 
 def _resolve_sentence_transformers(path: Path) -> ResolvedModel:
