@@ -1,4 +1,4 @@
-"""Dependencies point inward: the core imports neither click nor langchain nor llama_index."""
+"""Dependencies point inward: the core imports neither click nor langchain nor llama_index nor a web framework."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,7 @@ BLOCK = """
 import sys
 class Blocker:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'click', 'langchain', 'langchain_core', 'llama_index'}:
+        if name.split('.')[0] in {'click', 'langchain', 'langchain_core', 'llama_index', 'fastapi', 'starlette', 'uvicorn'}:
             raise ImportError('blocked: ' + name)
         return None
 sys.meta_path.insert(0, Blocker())
