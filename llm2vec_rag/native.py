@@ -72,10 +72,27 @@ class NativeConfig:
 
 
 class NativeOutput:
-    __slots__ = ("last_hidden_state",)
+    """What transformers' base model returns, as far as encoders read it: ``last_hidden_state``, and
+    ``hidden_states`` when asked (embeddings, each layer's output, the last one after the final norm)."""
 
-    def __init__(self, last_hidden_state: torch.Tensor) -> None:
+    __slots__ = ("last_hidden_state", "hidden_states")
+
+    def __init__(self, last_hidden_state: torch.Tensor, hidden_states: tuple[torch.Tensor, ...] | None = None) -> None:
         self.last_hidden_state = last_hidden_state
+        self.hidden_states = hidden_states
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, int):
+            return self.to_tuple()[key]
+        if key not in self.__slots__ or getattr(self, key) is None:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [k for k in self.__slots__ if getattr(self, k) is not None]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.keys())
 
 
 def _rope_theta(cfg: dict[str, Any]) -> float | None:
@@ -389,8 +406,14 @@ class NativeDecoder(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         **_: Any,
     ) -> NativeOutput:
+        """transformers' keywords; others (``return_dict``, ``use_cache``, ``token_type_ids``) are ignored.
+
+        Without ``position_ids``, positions count from each row's first real token (left padding
+        shifts nothing); transformers counts from 0 including pads: the same vectors, RoPE being relative.
+        """
         b, n = input_ids.shape
         dtype = self.embed_tokens.weight.dtype
         if attention_mask is None:
@@ -408,13 +431,17 @@ class NativeDecoder(nn.Module):
         spans = _spans(attention_mask.bool()) if kind == "span" else None  # None: a mask with holes -> SDPA
         dense = kind == "dense"
         x = self.embed_tokens(input_ids)
+        states: list[torch.Tensor] | None = [] if output_hidden_states else None
         for layer in self.layers:
+            if states is not None:
+                states.append(x)
             attn = layer.self_attn
             if attn.is_causal not in masks:
                 masks[attn.is_causal] = _mask(attention_mask.bool(), attn.is_causal)
             x = x + attn(layer.input_layernorm(x), cos, sin, masks[attn.is_causal], spans, dense)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return NativeOutput(self.norm(x))
+        last = self.norm(x)
+        return NativeOutput(last, None if states is None else (*states, last))
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, out: str | os.PathLike[str], safe_serialization: bool = True, **_: Any) -> None:
