@@ -149,6 +149,31 @@ def load_beir(data_dir: str | os.PathLike[str], split: str = "test", max_docs: i
     )
 
 
+def sample_queries(data: BeirData, queries: int, max_docs: int | None = None, seed: int = 0) -> BeirData:
+    """A fixed subset for cheap dev figures: ``queries`` judged queries drawn with ``seed``, their relevant
+    documents, then distractors in corpus order up to ``max_docs`` documents (default: the relevant + 500).
+    Easier than the full corpus (fewer distractors): compare such figures only with each other."""
+    if queries < 1:
+        raise LLM2VecError(f"queries must be at least 1, got {queries}")
+    judged = sorted(data.qrels)
+    keep = sorted(np.random.default_rng(seed).permutation(len(judged))[: min(queries, len(judged))].tolist())
+    qids = [judged[i] for i in keep]
+    qrels = {q: data.qrels[q] for q in qids}
+    position = {d: i for i, d in enumerate(data.corpus_ids)}
+    relevant = [d for d in dict.fromkeys(d for q in qids for d in qrels[q]) if d in position]
+    limit = max(max_docs or len(relevant) + 500, len(relevant))
+    chosen = set(relevant)
+    for d in data.corpus_ids:
+        if len(chosen) >= limit:
+            break
+        chosen.add(d)
+    ids = [d for d in data.corpus_ids if d in chosen]
+    digest = hashlib.sha256(f"{data.corpus_hash}:q{queries}:d{limit}:s{seed}".encode()).hexdigest()[:16]
+    return BeirData(name=data.name, corpus_ids=ids, corpus_texts=[data.corpus_texts[position[d]] for d in ids],
+                    queries={q: data.queries[q] for q in qids}, qrels=qrels, corpus_hash=digest, split=data.split,
+                    extra={**data.extra, "sampled_queries": len(qids), "sample_seed": seed})
+
+
 # --------------------------------------------------------------------------- metrics
 def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
     """nDCG@k with linear gain (``rel / log2(rank + 1)``), as trec_eval and BEIR compute it."""

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LLM2VecError
+from ..families import ALL_LORA_TARGETS, LLAMA_LORA_TARGETS, lora_targets
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = LLAMA_LORA_TARGETS  # the default --lora-targets, standing for each family's own (families.py)
 
 # Fields that may change between a run and its --resume without changing what is trained.
 RESUME_FREE = frozenset({
     "output_dir", "resume", "save_every", "keep_checkpoints", "eval_every", "eval_data", "eval_split",
     "eval_max_items", "quiet", "log_every", "steps", "epochs", "device", "threads", "gradient_checkpointing",
+    "eval_max_queries", "eval_at_start", "mini_batch_size",
 })
 
 
@@ -62,9 +64,14 @@ class TrainConfig:
     resume: bool = _f(False, "Continue from the latest checkpoint in --output-dir.")
     log_every: int = _f(10, "Append a line to train_log.jsonl every N steps.")
     eval_every: int = _f(0, "Evaluate every N steps on --eval-data (0: only at the end, if --eval-data).")
-    eval_data: str = _f("", "An STS folder (stsb, sick, sts12-16) or a BEIR folder to evaluate on.")
-    eval_split: str = _f("dev", "Split of --eval-data (STS: train/dev/test; BEIR: qrels/<split>.tsv).")
+    eval_data: list[str] = _f([], "An STS folder (stsb, sick, sts12-16) or a BEIR folder to evaluate on; "
+                                  "repeat for several.", multiple=True, flag="eval-data")
+    eval_split: str = _f("dev", "Split of --eval-data (STS: train/dev/test; BEIR: qrels/<split>.tsv); "
+                                "comma-separated for one split per --eval-data.")
     eval_max_items: int = _f(0, "Evaluate on at most this many pairs / documents (0: all).")
+    eval_max_queries: int = _f(0, "BEIR: evaluate on this many queries (a fixed sample), their relevant "
+                                  "documents and distractors up to --eval-max-items documents (0: all).")
+    eval_at_start: bool = _f(False, "Evaluate once before the first step (the starting model's figures).")
     quiet: bool = _f(False, "No progress bar on stderr.")
 
     recipe = "base"
@@ -89,8 +96,24 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe, **dataclasses.asdict(self)}
 
-    def targets(self) -> list[str]:
-        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+    def targets(self, model_type: str | None = None) -> list[str]:
+        """The LoRA target modules as given; the default stands for the family's (Phi-3: fused
+        ``qkv_proj``/``gate_up_proj``), or without a model type every family's, filtered by the caller."""
+        names = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+        if tuple(names) != LORA_TARGETS:
+            return names
+        return list(lora_targets(model_type) if model_type else ALL_LORA_TARGETS)
+
+    def eval_sets(self) -> list[tuple[str, str]]:
+        """(folder, split) per --eval-data (one --eval-split for all, or one per folder)."""
+        folders = [self.eval_data] if isinstance(self.eval_data, str) else list(self.eval_data)
+        folders = [f for f in folders if f]
+        splits = [s.strip() for s in self.eval_split.split(",")]
+        if len(splits) == 1:
+            splits = splits * len(folders)
+        if len(splits) != len(folders):
+            raise LLM2VecError(f"{len(folders)} --eval-data folders but {len(splits)} --eval-split values")
+        return list(zip(folders, splits))
 
 
 @dataclass
@@ -152,12 +175,17 @@ class SupervisedConfig(TrainConfig):
     batch_size: int = _f(16, "Queries per micro-batch.")
     max_length: int = _f(256, "Tokens per query or document.")
     warmup_steps: int = _f(10, "Linear warm-up steps; the rate then decays linearly to 0 at the last step.")
+    mini_batch_size: int = _f(0, "Gradient caching: embed a batch in chunks of this many texts, first without "
+                                 "gradients, then chunk by chunk with them (the same gradients in the memory of "
+                                 "one chunk, for one extra forward pass), so --batch-size can reach 256+ (0: off).")
+    cosent_scale: float = _f(20.0, "Scale of the CoSENT loss on scored pairs (a JSON 'score' field).")
+    mix_sources: bool = _f(False, "Let a batch mix pairs of different 'source's (default: one source per batch).")
 
     recipe = "supervised"
 
     def validate(self) -> None:
         super().validate()
-        if self.negatives_per_query < 0 or self.mine_negatives < 0 or self.mine_skip < 0:
-            raise LLM2VecError("negatives_per_query, mine_negatives and mine_skip must be >= 0")
+        if self.negatives_per_query < 0 or self.mine_negatives < 0 or self.mine_skip < 0 or self.mini_batch_size < 0:
+            raise LLM2VecError("negatives_per_query, mine_negatives, mine_skip and mini_batch_size must be >= 0")
         if self.batch_size < 2:
             raise LLM2VecError("contrastive training needs a batch of at least 2 queries (in-batch negatives)")

@@ -173,6 +173,9 @@ class Pair:
     negatives: list[str] = field(default_factory=list)
     query_id: str = ""
     positive_id: str = ""  # equal ids mean the same document (for batch construction)
+    source: str = ""  # where the pair comes from (batches hold one source at a time)
+    score: float | None = None  # a graded similarity (0-1): trained with a score-aware loss, not as a positive
+    instruction: str | None = None  # the query instruction for this pair (None: the run's)
 
 
 def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
@@ -192,8 +195,17 @@ def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
             negatives = [row["negative"], *(negatives or [])]
         if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
             raise TrainingDataError(f"{path}:{number}: 'negative' must be a string, 'negatives' a list of strings")
+        source, score, instruction = row.get("source", ""), row.get("score"), row.get("instruction")
+        if not isinstance(source, str):
+            raise TrainingDataError(f"{path}:{number}: 'source' must be a string")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                  or not 0.0 <= score <= 1.0):
+            raise TrainingDataError(f"{path}:{number}: 'score' must be a number from 0 to 1")
+        if instruction is not None and not isinstance(instruction, str):
+            raise TrainingDataError(f"{path}:{number}: 'instruction' must be a string")
         pairs.append(Pair(query.strip(), positive.strip(), [n for n in negatives if n.strip()],
-                          query_id=str(number), positive_id=positive.strip()))
+                          query_id=str(number), positive_id=positive.strip(), source=source,
+                          score=None if score is None else float(score), instruction=instruction))
     if not pairs:
         raise TrainingDataError(f"{path} holds no pairs")
     return pairs
@@ -227,16 +239,21 @@ class BatchOrder:
     Epoch ``e`` is a permutation drawn from ``default_rng([seed, e])``; the last
     incomplete batch of an epoch is dropped. ``groups`` (one key per example)
     keeps two examples with the same key out of one batch: a conflicting example
-    is deferred to the next batch that has room for it.
+    is deferred to the next batch that has room for it. ``sources`` (one name
+    per example) makes every batch hold examples of one source: each source's
+    examples are batched on their own and the epoch's batches then shuffled, so
+    sources are drawn in proportion to their size.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, groups: Sequence[str] | None = None) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, groups: Sequence[str] | None = None,
+                 sources: Sequence[str] | None = None) -> None:
         if n < batch_size:
             raise TrainingDataError(f"{n} training examples: fewer than one batch of {batch_size}")
         self.n = n
         self.batch_size = batch_size
         self.seed = seed
         self.groups = list(groups) if groups is not None else None
+        self.sources = list(sources) if sources is not None and len(set(sources)) > 1 else None
         self._cache: dict[int, list[list[int]]] = {}
         self.per_epoch = len(self._epoch(0))
 
@@ -244,16 +261,26 @@ class BatchOrder:
         if epoch in self._cache:
             return self._cache[epoch]
         perm = np.random.default_rng([self.seed, epoch]).permutation(self.n).tolist()
-        if self.groups is None:
-            batches = [perm[s : s + self.batch_size] for s in range(0, self.n - self.batch_size + 1, self.batch_size)]
+        if self.sources is None:
+            batches = self._batches(perm)
         else:
-            batches = self._grouped(perm)
+            by_source: dict[str, list[int]] = {}
+            for i in perm:
+                by_source.setdefault(self.sources[i], []).append(i)
+            batches = [b for name in sorted(by_source) for b in self._batches(by_source[name])]
+            shuffle = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+            batches = [batches[j] for j in shuffle]
         if not batches:
             raise TrainingDataError(
                 f"cannot form one batch of {self.batch_size} examples with distinct positives; lower --batch-size"
             )
         self._cache = {epoch: batches}
         return batches
+
+    def _batches(self, perm: list[int]) -> list[list[int]]:
+        if self.groups is None:
+            return [perm[s : s + self.batch_size] for s in range(0, len(perm) - self.batch_size + 1, self.batch_size)]
+        return self._grouped(perm)
 
     def _grouped(self, perm: list[int]) -> list[list[int]]:
         assert self.groups is not None

@@ -1,4 +1,4 @@
-"""One contrastive loss for SimCSE and supervised training: InfoNCE over cosine similarities.
+"""Contrastive losses: InfoNCE over cosine similarities (SimCSE, supervised pairs) and CoSENT (graded pairs).
 
 For query ``i`` the candidates are every positive in the batch (its own is the
 target, the others are in-batch negatives) followed by every hard negative in
@@ -31,3 +31,18 @@ def info_nce(
     logits = scale * q @ c.T
     labels = torch.arange(q.shape[0], device=q.device)
     return F.cross_entropy(logits, labels)
+
+
+def cosent(first: torch.Tensor, second: torch.Tensor, scores: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """CoSENT (Su 2022), the score-aware loss for graded pairs: for every two pairs ``i, j`` of the batch
+    with ``scores[i] > scores[j]``, a penalty ``exp(scale * (cos_j - cos_i))``;
+    loss ``log(1 + sum of the penalties)``. Only the order of the scores matters.
+    """
+    if first.shape != second.shape or first.shape[0] != scores.shape[0]:
+        raise ValueError(f"cosent: shapes {tuple(first.shape)}, {tuple(second.shape)}, {tuple(scores.shape)} differ")
+    cos = F.cosine_similarity(first.float(), second.float(), dim=-1) * scale
+    diff = cos[None, :] - cos[:, None]  # [i, j] = cos_j - cos_i
+    wanted = scores.to(cos.device)[:, None] > scores.to(cos.device)[None, :]
+    diff = diff.masked_fill(~wanted, float("-inf"))
+    zero = torch.zeros(1, dtype=cos.dtype, device=cos.device)
+    return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from .data import (
     read_pairs_jsonl,
     read_texts,
 )
-from .losses import info_nce
+from .gradcache import cached_backward, plain_loss
+from .losses import cosent, info_nce
 from .mntp import mask_tokens, mntp_loss, resolve_mask_token
 from .trainer import Trainer, TrainingModel, load_training_model, total_steps, use_bf16
 
@@ -61,33 +63,50 @@ def encoder_view(tm: TrainingModel, pooling_mode: str = "mean", max_length: int 
 
 def make_evaluator(config: TrainConfig, tm: TrainingModel, pooling_mode: str = "mean",
                    instruction: str | None = None) -> Callable[[], dict[str, float]] | None:
-    """Evaluation every ``eval_every`` steps on an STS folder (Spearman) or a BEIR folder (nDCG@10)."""
-    if not config.eval_data:
+    """Evaluation every ``eval_every`` steps on each --eval-data: an STS folder (Spearman) or a BEIR
+    folder (nDCG@10; ``instruction`` for its queries, None: the dataset's own)."""
+    sets = config.eval_sets()
+    if not sets:
         return None
     bf16 = use_bf16(config, tm.device)
     limit = config.eval_max_items or None
-    if is_beir_folder(config.eval_data):
-        from ..evaluation.retrieval import load_beir, run_retrieval_eval
+    evaluators: list[Callable[[], dict[str, float]]] = []
+    for folder, split in sets:
+        if is_beir_folder(folder):
+            from ..evaluation.retrieval import load_beir, run_retrieval_eval, sample_queries
 
-        beir = load_beir(config.eval_data, split=config.eval_split, max_docs=limit)
+            if config.eval_max_queries:
+                beir = sample_queries(load_beir(folder, split=split), config.eval_max_queries, limit)
+            else:
+                beir = load_beir(folder, split=split, max_docs=limit)
+            key = f"{beir.name}_{beir.split}" + (f"_q{config.eval_max_queries}" if config.eval_max_queries else "")
 
-        def evaluate() -> dict[str, float]:
+            def evaluate_beir(beir=beir, key=key) -> dict[str, float]:
+                with torch.autocast(tm.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    r = run_retrieval_eval(encoder_view(tm, pooling_mode), beir, instruction=instruction,
+                                           show_progress=False, use_cache=False)
+                return {f"{key}_ndcg@10": r["ndcg@10"]}
+
+            evaluators.append(evaluate_beir)
+            continue
+        from ..evaluation.sts import evaluate_sts, limit_pairs, load_sts
+
+        sts = load_sts(folder, split=split)
+        if limit:
+            sts = limit_pairs(sts, limit)
+
+        def evaluate_sts_set(sts=sts) -> dict[str, float]:
             with torch.autocast(tm.device.type, dtype=torch.bfloat16, enabled=bf16):
-                r = run_retrieval_eval(encoder_view(tm, pooling_mode), beir, instruction=instruction,
-                                       show_progress=False, use_cache=False)
-            return {f"{beir.name}_{beir.split}_ndcg@10": r["ndcg@10"]}
+                r = evaluate_sts(encoder_view(tm, pooling_mode), sts)
+            return {f"{sts.name}_{sts.split}_spearman": r["spearman"]}
 
-        return evaluate
-    from ..evaluation.sts import evaluate_sts, limit_pairs, load_sts
-
-    sts = load_sts(config.eval_data, split=config.eval_split)
-    if limit:
-        sts = limit_pairs(sts, limit)
+        evaluators.append(evaluate_sts_set)
 
     def evaluate() -> dict[str, float]:
-        with torch.autocast(tm.device.type, dtype=torch.bfloat16, enabled=bf16):
-            r = evaluate_sts(encoder_view(tm, pooling_mode), sts)
-        return {f"{sts.name}_{sts.split}_spearman": r["spearman"]}
+        figures: dict[str, float] = {}
+        for run in evaluators:
+            figures.update(run())
+        return figures
 
     return evaluate
 
@@ -219,32 +238,57 @@ def train_supervised(config: SupervisedConfig, log: Log | None = None, return_mo
                                not config.quiet)
         log(f"mined {added} hard negatives over {len(corpus)} documents")
     with_negs = sum(1 for p in pairs if p.negatives)
-    log(f"supervised: {len(pairs)} pairs ({with_negs} with hard negatives); instruction {instruction!r}")
-    order = BatchOrder(len(pairs), config.batch_size, config.seed, groups=[p.positive_id for p in pairs])
+    scored = sum(1 for p in pairs if p.score is not None)
+    by_source = dict(sorted(Counter(p.source or "-" for p in pairs).items()))
+    log(f"supervised: {len(pairs)} pairs ({with_negs} with hard negatives, {scored} scored); "
+        f"instruction {instruction!r}" + (f"; sources {by_source}" if len(by_source) > 1 else ""))
+    order = BatchOrder(len(pairs), config.batch_size, config.seed, groups=[p.positive_id for p in pairs],
+                       sources=None if config.mix_sources else [p.source for p in pairs])
     pad = int(tm.tokenizer.pad_token_id)
+
+    def embed(items):
+        return forward_batch(tm.model, items, pad, config.pooling_mode, tm.device)
 
     def step_loss(micro: int) -> torch.Tensor:
         batch = [pairs[i] for i in order.batch(micro)]
         rng = np.random.default_rng([config.seed, micro])
-        in_batch = {p.positive for p in batch}
+        ranked = [p for p in batch if p.score is None]  # positives: InfoNCE with in-batch + hard negatives
+        graded = [p for p in batch if p.score is not None]  # scored pairs: CoSENT
+        in_batch = {p.positive for p in ranked}
         negatives: list[str] = []
-        for p in batch:
+        for p in ranked:
             pool = [n for n in p.negatives if n not in in_batch]
             if pool and config.negatives_per_query:
                 take = min(config.negatives_per_query, len(pool))
                 negatives.extend(pool[j] for j in rng.choice(len(pool), size=take, replace=False))
-        queries = tokenize_all(tm.tokenizer, [[instruction, p.query] for p in batch], config.max_length)
-        docs = tokenize_all(tm.tokenizer, [p.positive for p in batch] + negatives, config.max_length)
-        q = forward_batch(tm.model, queries, pad, config.pooling_mode, tm.device)
-        d = forward_batch(tm.model, docs, pad, config.pooling_mode, tm.device)
-        return info_nce(q, d[: len(batch)], d[len(batch):], scale=config.scale)
+        queries = tokenize_all(tm.tokenizer, [[instruction if p.instruction is None else p.instruction, p.query]
+                                              for p in ranked + graded], config.max_length)
+        docs = tokenize_all(tm.tokenizer, [p.positive for p in ranked] + negatives + [p.positive for p in graded],
+                            config.max_length)
+        n, m = len(ranked), len(negatives)
+        scores = torch.tensor([p.score for p in graded], dtype=torch.float32)
+
+        def loss_fn(vectors: list[torch.Tensor]) -> torch.Tensor:
+            q, d = vectors
+            loss = q.new_zeros(())
+            if n:
+                loss = loss + info_nce(q[:n], d[:n], d[n : n + m], scale=config.scale)
+            if len(graded) > 1:
+                loss = loss + cosent(q[n:], d[n + m :], scores, scale=config.cosent_scale)
+            return loss
+
+        if config.mini_batch_size:  # gradient caching: backpropagates here, chunk by chunk
+            return cached_backward(embed, [queries, docs], loss_fn, config.mini_batch_size, tm.device,
+                                   weight=1.0 / config.grad_accum)
+        return plain_loss(embed, [queries, docs], loss_fn)
 
     steps = total_steps(config, order.per_epoch * config.batch_size, config.batch_size)
-    summary = {**_data_id(config.data), "pairs": len(pairs), "with_hard_negatives": with_negs,
-               "instruction": instruction, "split": config.split if beir else None,
+    summary = {**_data_id(config.data), "pairs": len(pairs), "with_hard_negatives": with_negs, "scored": scored,
+               "sources": by_source, "instruction": instruction, "split": config.split if beir else None,
                "mined_negatives_per_query": config.mine_negatives}
     trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
-                      make_evaluator(config, tm, config.pooling_mode, instruction or None), log)
+                      make_evaluator(config, tm, config.pooling_mode, (instruction or None) if beir else None), log,
+                      backward_in_step=bool(config.mini_batch_size))
     card = trainer.train()
     return (card, tm) if return_model else card
 

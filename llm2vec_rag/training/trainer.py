@@ -13,6 +13,7 @@ kill mid-write never leaves a half checkpoint that ``--resume`` would trust.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -176,7 +177,7 @@ def _load_optimizer_tensors(optimizer: torch.optim.Optimizer, flat: dict[str, to
 
 
 # --------------------------------------------------------------------------- the loop
-StepLoss = Callable[[int], torch.Tensor]  # global micro-batch index -> loss (gradients flow)
+StepLoss = Callable[[int], torch.Tensor]  # global micro-batch index -> loss (gradients flow, or done: see Trainer)
 Evaluate = Callable[[], dict[str, float]]
 
 
@@ -201,7 +202,11 @@ class Trainer:
         data_summary: dict[str, Any],
         evaluate: Evaluate | None = None,
         log: Callable[[str], None] | None = None,
+        backward_in_step: bool = False,
     ) -> None:
+        """``backward_in_step``: ``step_loss`` backpropagates itself (gradient caching), weighting its
+        gradients by ``1 / grad_accum``, and returns the loss detached."""
+        self.backward_in_step = backward_in_step
         self.config = config
         self.tm = tm
         self.step_loss = step_loss
@@ -284,6 +289,10 @@ class Trainer:
         mine = {**self.config.to_dict(), "merged_adapters": self.tm.base_description.get("merged_adapters", [])}
         if self.config.resume and path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
+            # a setting added to the recipe after the run started counts as its default there
+            defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+                        for f in dataclasses.fields(self.config)}
+            saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
             diff = [k for k in sorted(set(saved) | set(mine)) if k not in RESUME_FREE and saved.get(k) != mine.get(k)]
             if diff:
                 shown = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in diff[:4])
@@ -333,6 +342,9 @@ class Trainer:
             progress = tqdm(total=self.total, initial=self.start_step, desc=config.recipe, unit="step",
                             file=sys.stderr, dynamic_ncols=True)
         self._trim_log(self.start_step)
+        if config.eval_at_start and self.start_step == 0 and not any(e["step"] == 0 for e in self.evals):
+            self._run_eval(0)
+        session_start, session_seconds = self.start_step, 0.0
         recent: list[float] = []
         window_start, window_steps = time.perf_counter(), 0
         completed = self.start_step
@@ -350,13 +362,15 @@ class Trainer:
                         loss = self.step_loss(step * config.grad_accum + micro)
                     if not torch.isfinite(loss):
                         raise TrainingError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data")
-                    (loss / config.grad_accum).backward()
+                    if not self.backward_in_step:
+                        (loss / config.grad_accum).backward()
                     total_loss += float(loss.detach()) / config.grad_accum
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
                 self.optimizer.step()
                 completed = step + 1
                 self.train_seconds += time.perf_counter() - started
+                session_seconds += time.perf_counter() - started
                 done = step + 1
                 recent.append(total_loss)
                 window_steps += 1
@@ -366,8 +380,10 @@ class Trainer:
                     progress.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.2f}", refresh=False)
                     progress.update(1)
                 if done % max(1, config.log_every) == 0 or done == self.total:
+                    per_step = session_seconds / max(1, done - session_start)
                     entry = {"step": done, "loss": round(sum(recent) / len(recent), 5), "lr": lr,
-                             "examples_per_s": round(rate, 2), "train_seconds": round(self.train_seconds, 1)}
+                             "examples_per_s": round(rate, 2), "train_seconds": round(self.train_seconds, 1),
+                             "eta_s": round(per_step * (self.total - done))}
                     self.history.append(entry)
                     with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
                         fh.write(json.dumps(entry) + "\n")
