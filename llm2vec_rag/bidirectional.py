@@ -10,37 +10,14 @@ silently causal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .errors import BidirectionalCheckError, UnsupportedModelError
+from .families import ENCODER_MODEL_TYPES, FAMILIES, Family  # noqa: F401  (Family: re-exported)
 
 
-@dataclass(frozen=True)
-class Family:
-    """What a decoder family needs beyond ``config.is_causal``."""
-
-    config_flag: str | None = None  # a config switch the family reads itself, set to the bidirectional state
-
-
-FAMILIES: dict[str, Family] = {
-    "llama": Family(),
-    "mistral": Family(),
-    "qwen2": Family(),
-    "qwen3": Family(),
-    "phi3": Family(),
-    "gemma": Family(config_flag="use_bidirectional_attention"),
-    "gemma2": Family(config_flag="use_bidirectional_attention"),
-    "gemma3_text": Family(config_flag="use_bidirectional_attention"),
-    "gemma3": Family(config_flag="use_bidirectional_attention"),
-}
-
-# Encoders that attend both ways already (sentence-transformers models and the like).
-NATIVE_BIDIRECTIONAL = frozenset(
-    {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "modernbert", "nomic_bert",
-     "deberta-v2", "electra", "camembert", "new"}
-)
+# per-family facts live in one table (families.py); these names are kept for callers
+NATIVE_BIDIRECTIONAL = ENCODER_MODEL_TYPES
 
 
 def _configs(model: torch.nn.Module) -> list:
@@ -80,8 +57,8 @@ def set_bidirectional(model: torch.nn.Module, enabled: bool = True) -> None:
         )
     for config in _configs(model):
         config.is_causal = not enabled
-        if family.config_flag:
-            setattr(config, family.config_flag, enabled)
+        if family.bidirectional_flag:
+            setattr(config, family.bidirectional_flag, enabled)
     switched = 0
     for module in model.modules():
         if isinstance(getattr(module, "is_causal", None), bool) and module is not model:

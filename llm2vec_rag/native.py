@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelLoadError
+from .families import NativeFamily, native_families
 
 
-@dataclass(frozen=True)
-class NativeFamily:
-    qkv_bias: bool | None = None  # fixed bias on q/k/v (Qwen2), else config.attention_bias
-    o_bias: bool | None = None  # fixed bias on o_proj, else config.attention_bias
-    qk_norm: bool = False  # RMSNorm on each head's query and key (Qwen3)
-
-
-NATIVE_FAMILIES: dict[str, NativeFamily] = {
-    "llama": NativeFamily(),
-    "mistral": NativeFamily(),
-    "qwen2": NativeFamily(qkv_bias=True, o_bias=False),
-    "qwen3": NativeFamily(qk_norm=True),
-}
+NATIVE_FAMILIES: dict[str, NativeFamily] = native_families()  # from the one per-family table
 ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu}
 
 
