@@ -467,3 +467,19 @@ def test_cli_start_up_errors_are_one_line(tmp_path):
     _, err = missing.communicate(timeout=TIMEOUT)
     lines = err.strip().splitlines()
     assert missing.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot serve:"), err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_readme_example_against_the_default_model():
+    proc = _serve("--port", 0)
+    try:
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stderr.readline()).group(1)
+        assert "ready on" in proc.stderr.readline()
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")  # the README's three lines
+        vectors = client.embeddings.create(model="smollm2-135m", input=["what is a cell?"],
+                                           extra_body={"input_type": "query"})
+        assert len(vectors.data[0].embedding) == 576 and vectors.usage.prompt_tokens > 5
+    finally:
+        proc.terminate()
+        proc.wait(TIMEOUT)

@@ -1,0 +1,176 @@
+"""Bounded load test of ``llm2vec-rag serve`` on loopback: served throughput against offline ``encode``.
+
+1. Offline: the model encodes the SciFact documents and queries in this process
+   (``encode_documents`` + ``encode_queries``, one call each): texts per second.
+2. Served: ``llm2vec-rag serve`` starts in a subprocess on 127.0.0.1 (any free
+   port); for each client count, that many concurrent clients send the same
+   texts as OpenAI ``/v1/embeddings`` requests (``--per-request`` texts each,
+   base64 replies as the ``openai`` client asks, documents and queries
+   interleaved, queries with ``input_type: query``). A 429 is retried after its
+   ``Retry-After``. Every level is capped by ``--max-seconds``; the run stops by itself.
+3. Reported per level: texts/s, ratio to offline, p50/p95/p99 request latency,
+   answered/lost counts, 429s, and the smallest cosine between a served vector
+   and the offline one.
+
+    .venv/bin/python benchmarks/serve_load.py --docs 96 --queries 96 --clients 1,8,64
+
+Loopback only; nothing leaves the machine. Writes ``benchmarks/results/serve_load.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA, REPO, machine_info, scifact_docs, scifact_queries, write_json  # noqa: E402
+
+
+def offline(model: str, docs: list[str], queries: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
+    from llm2vec_rag import LLM2Vec
+
+    encoder = LLM2Vec.from_pretrained(model)
+    encoder.encode_documents(docs[:8], show_progress_bar=False)  # warm-up
+    start = time.perf_counter()
+    d = encoder.encode_documents(docs, show_progress_bar=False, normalize_embeddings=True)
+    q = encoder.encode_queries(queries, show_progress_bar=False, normalize_embeddings=True)
+    seconds = time.perf_counter() - start
+    del encoder
+    return (len(docs) + len(queries)) / seconds, d, q
+
+
+def start_server(model: str, max_batch_tokens: int) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "llm2vec_rag.cli.main", "serve", "--model", model, "--port", "0",
+           "--max-batch-tokens", str(max_batch_tokens)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    url = None
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            raise SystemExit(f"the server exited: {proc.wait()}")
+        print("  server:", line.rstrip(), file=sys.stderr)
+        match = re.search(r"listening on (http://\S+)", line)
+        if match:
+            url = match.group(1)
+        if line.startswith("ready on") and url:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # keep the pipe drained
+    return proc, url
+
+
+async def run_level(url: str, requests: list[dict], clients: int, max_seconds: float) -> dict:
+    import httpx
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for i, body in enumerate(requests):
+        queue.put_nowait((i, body))
+    latencies, answers, retries = [], {}, 0
+    deadline = time.perf_counter() + max_seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal retries
+        while time.perf_counter() < deadline:
+            try:
+                i, body = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            sent = time.perf_counter()
+            while time.perf_counter() < deadline:
+                reply = await http.post(f"{url}/v1/embeddings", json=body)
+                if reply.status_code == 429:
+                    retries += 1
+                    await asyncio.sleep(float(reply.headers.get("retry-after", "1")))
+                    continue
+                if reply.status_code == 200:
+                    latencies.append(time.perf_counter() - sent)
+                    answers[i] = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+                                  for d in reply.json()["data"]]
+                break
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=max_seconds + 30, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        seconds = time.perf_counter() - start
+    texts = sum(len(requests[i]["input"]) for i in answers)
+    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {"clients": clients, "requests": len(requests), "answered": len(answers),
+            "lost": len(requests) - len(answers), "retried_429": retries, "seconds": round(seconds, 2),
+            "texts_per_s": round(texts / seconds, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "answers": answers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--docs", type=int, default=96)
+    ap.add_argument("--queries", type=int, default=96)
+    ap.add_argument("--per-request", type=int, default=4, help="texts per request")
+    ap.add_argument("--clients", default="1,8,64")
+    ap.add_argument("--max-seconds", type=float, default=120.0, help="cap per client level")
+    ap.add_argument("--max-batch-tokens", type=int, default=16384)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
+    args = ap.parse_args()
+    if not (DATA / "scifact").is_dir():
+        raise SystemExit(f"SciFact not found under {DATA}")
+    docs, queries = scifact_docs(args.docs), scifact_queries(args.queries)
+    print(f"offline encode of {len(docs)} documents + {len(queries)} queries ...", file=sys.stderr)
+    offline_tps, want_docs, want_queries = offline(args.model, docs, queries)
+    print(f"  offline: {offline_tps:.1f} texts/s", file=sys.stderr)
+
+    requests, expected = [], []
+    step = args.per_request
+    for i in range(0, max(len(docs), len(queries)), step):
+        if i < len(docs):
+            requests.append({"model": args.model, "input": docs[i:i + step], "encoding_format": "base64"})
+            expected.append(want_docs[i:i + step])
+        if i < len(queries):
+            requests.append({"model": args.model, "input": queries[i:i + step], "encoding_format": "base64",
+                             "input_type": "query"})
+            expected.append(want_queries[i:i + step])
+
+    proc, url = start_server(args.model, args.max_batch_tokens)
+    levels = []
+    try:
+        asyncio.run(run_level(url, requests[:4], 2, args.max_seconds))  # warm-up
+        for clients in [int(c) for c in args.clients.split(",")]:
+            level = asyncio.run(run_level(url, requests, clients, args.max_seconds))
+            answers = level.pop("answers")
+            cosines = [float(np.dot(a, b)) for i, got in answers.items() for a, b in zip(got, expected[i])]
+            level["min_cosine_vs_offline"] = round(min(cosines), 6) if cosines else None
+            level["ratio_to_offline"] = round(level["texts_per_s"] / offline_tps, 3)
+            levels.append(level)
+            print(f"  {clients:>3} clients: {level['texts_per_s']:.1f} texts/s = {level['ratio_to_offline']:.2f}x "
+                  f"offline; p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, p99 {level['p99_ms']} ms; "
+                  f"answered {level['answered']}/{level['requests']}, 429 retried {level['retried_429']}, "
+                  f"min cosine {level['min_cosine_vs_offline']}", file=sys.stderr)
+        metrics = __import__("httpx").get(f"{url}/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    batch_sum = re.search(r"^llm2vec_rag_batch_requests_sum (\S+)$", metrics, re.M)
+    batch_count = re.search(r"^llm2vec_rag_batch_requests_count (\S+)$", metrics, re.M)
+    result = {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]), "model": args.model,
+              "docs": len(docs), "queries": len(queries), "per_request": step, "offline_texts_per_s":
+              round(offline_tps, 2), "levels": levels,
+              "mean_requests_per_encode_call": round(float(batch_sum.group(1)) / float(batch_count.group(1)), 2)
+              if batch_sum and batch_count and float(batch_count.group(1)) else None,
+              "machine": machine_info(), "threads": os.environ.get("OMP_NUM_THREADS"),
+              "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    write_json(Path(args.out), result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
