@@ -25,6 +25,8 @@ from .common import load_encoder, model_options, quiet_option
 def embed(input_file, model, adapters, pooling_mode, dtype, device, max_length, compile_model, output, as_query, instruction,
           normalize, batch_size, quiet) -> None:
     """Embed texts from INPUT_FILE (default: stdin), one per line."""
+    if output:
+        check_output_path(output)  # before the model loads and everything is encoded
     texts = [line.rstrip("\n") for line in input_file]
     if not texts:
         raise LLM2VecError("no input texts (the input is empty)")
@@ -38,8 +40,12 @@ def embed(input_file, model, adapters, pooling_mode, dtype, device, max_length, 
         import numpy as np
 
         tmp = Path(output).with_name(Path(output).name + ".tmp.npy")
-        np.save(tmp, vectors.astype("float32"))
-        tmp.replace(output)
+        try:
+            np.save(tmp, vectors.astype("float32"))
+            tmp.replace(output)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise LLM2VecError(f"cannot write {output}: {exc.strerror or exc}") from None
         if not quiet:
             click.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {output}", err=True)
         return
@@ -50,3 +56,17 @@ def embed(input_file, model, adapters, pooling_mode, dtype, device, max_length, 
     finally:
         if output:
             sink.close()
+
+
+def check_output_path(output: str) -> None:
+    """An output file that can be written: its folder exists and is writable, it is not a folder."""
+    import os
+
+    path = Path(output).expanduser()
+    parent = path.parent
+    if path.is_dir():
+        raise LLM2VecError(f"--output {output} is a folder; give a file name")
+    if not parent.is_dir():
+        raise LLM2VecError(f"cannot write {output}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise LLM2VecError(f"cannot write {output}: the folder {parent} is not writable")

@@ -40,3 +40,11 @@ class IndexLockedError(LLM2VecError):
 
 class IndexModelMismatchError(LLM2VecError):
     """An index opened with a different model (or dimension) than the one that built it."""
+
+
+class IndexReadOnlyError(LLM2VecError):
+    """A write to an index whose files, folder or file system are read-only (searching it works)."""
+
+
+class IndexWriteError(LLM2VecError):
+    """A write the device refused (a full disk); the unfinished change was rolled back."""

@@ -87,7 +87,7 @@ def validate_backend(name: str) -> str:
     return name
 
 
-def check_index_type(backend: str, index_type: str, dim: int = 64) -> None:
+def check_index_type(backend: str, index_type: str, dim: int | None = None) -> None:
     """Reject an index type the backend cannot build, now rather than after the embedding."""
     if backend == "qdrant":
         if index_type not in QDRANT_TYPES:

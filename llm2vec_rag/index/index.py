@@ -28,7 +28,7 @@ from . import lexical
 from .faults import crash_point
 from .hybrid import SearchSettings, fuse, single
 from . import rebuild as rebuild_staging
-from .lock import WriteLock
+from .lock import LOCK_FILE, WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore
 from .model import encoder_record, load_encoder
 from .records import Hit, Record, record_from_row, stable_id
@@ -154,9 +154,16 @@ class Index:
         folder = Path(path).expanduser()
         if folder.exists() and not folder.is_dir():
             raise LLM2VecError(f"--index {folder} is a file, not a directory")
+        # what this call creates is removed again if opening fails: no lone write.lock, no empty meta.sqlite
+        created = _first_missing(folder)
+        fresh, had_lock = not (folder / META_FILE).exists(), (folder / LOCK_FILE).exists()
         folder.mkdir(parents=True, exist_ok=True)
         lock = WriteLock(folder)
-        lock.acquire()
+        try:
+            lock.acquire()
+        except OSError:  # a full disk (not another writer: that one is an IndexLockedError)
+            _remove_created(folder, created, fresh, had_lock)
+            raise
         try:
             exists = (folder / META_FILE).is_file()
             if exists and not rebuild:
@@ -231,6 +238,7 @@ class Index:
             return index
         except BaseException:
             lock.release()
+            _remove_created(folder, created, fresh, had_lock)
             raise
 
     @classmethod
@@ -711,6 +719,39 @@ def _drop_backend(index: Index) -> None:
     finally:
         if index._backend is not None:
             index._backend.close()
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder ``mkdir(parents=True)`` is about to create (None: it exists)."""
+    folder = folder.absolute()
+    missing = None
+    while not folder.exists():
+        missing = folder
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    return missing
+
+
+def _remove_created(folder: Path, created: Path | None, fresh: bool, had_lock: bool) -> None:
+    """Undo what a failed ``open`` created: a new index's files, the lock file, new folders (if empty)."""
+    folder = folder.absolute()
+    if fresh:
+        for name in (META_FILE, f"{META_FILE}-wal", f"{META_FILE}-shm", f"{META_FILE}-journal"):
+            (folder / name).unlink(missing_ok=True)
+        _wipe_faiss(folder)
+    if fresh and not had_lock:
+        (folder / LOCK_FILE).unlink(missing_ok=True)
+    if created is None:
+        return
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created or folder.parent == folder:
+            return
+        folder = folder.parent
 
 
 def _wipe(folder: Path) -> None:

@@ -5,11 +5,12 @@ never leaves a stale lock behind. Readers (search) never take it.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
 
-from ..errors import IndexLockedError
+from ..errors import IndexLockedError, IndexReadOnlyError
 
 LOCK_FILE = "write.lock"
 
@@ -26,7 +27,13 @@ class WriteLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise IndexReadOnlyError(f"the index at {self.path.parent} is read-only ({exc.strerror}): "
+                                         "it can be searched, not changed") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,16 +14,18 @@ On load, a FAISS file whose recorded version differs from ``rows_version``
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
-from ..errors import IndexFormatError, LLM2VecError
+from ..errors import IndexFormatError, IndexReadOnlyError, IndexWriteError, LLM2VecError
 from . import lexical
 
 META_FILE = "meta.sqlite"
@@ -73,41 +75,132 @@ CHUNK_COLUMNS = "id, doc_id, file, source, chunk, text, heading, page, start_cha
 
 def _corrupt(path: Path, exc: Exception) -> IndexFormatError:
     return IndexFormatError(
-        f"the index at {path.parent} is corrupt ({path.name}: {exc}); "
-        "delete the folder or run `llm2vec-rag index FOLDER --rebuild`"
+        f"the index at {path.parent} is corrupt ({path.name}: {_first_line(exc)}); "
+        "rebuild it with `llm2vec-rag index FOLDER --rebuild`"
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def database_error(exc: BaseException, path: Path | None = None, doing: str = "reading") -> LLM2VecError:
+    """One line for any SQLite error: full disk, read-only, locked, or corrupt (never a traceback)."""
+    where = f" at {Path(path).parent}" if path is not None else ""
+    text = str(exc).lower()
+    if "disk is full" in text or "no space" in text or "i/o error" in text and _nearly_full(path):
+        return IndexWriteError(f"no space left on the device of the index{where} while {doing}; the unfinished "
+                               "change was rolled back and the index is as it was before it")
+    if "readonly" in text or "read-only" in text:
+        return IndexReadOnlyError(f"the index{where} is read-only: it can be searched, not changed")
+    if "locked" in text or "busy" in text:
+        return LLM2VecError(f"the index{where} is busy (another process holds its database): try again")
+    if "i/o error" in text:
+        return LLM2VecError(f"cannot read or write the index database{where} (disk I/O error)")
+    if "unable to open" in text:
+        return LLM2VecError(f"cannot open the index database{where} ({_first_line(exc)})")
+    if path is not None:
+        return _corrupt(Path(path), exc)
+    return IndexFormatError(f"the index database is corrupt ({_first_line(exc)}); rebuild it with "
+                            "`llm2vec-rag index FOLDER --rebuild`")
+
+
+def _nearly_full(path: Path | None) -> bool:
+    try:
+        st = os.statvfs(Path(path).parent if path is not None else ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def _is_read_only(path: Path) -> bool:
+    """The database (or its folder, where SQLite keeps -wal/-shm) cannot be written by this process."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        pass
+    return path.exists() and (not os.access(path, os.W_OK) or not os.access(folder, os.W_OK))
+
+
 class MetaStore:
-    """A thin, typed wrapper over the index's SQLite database."""
+    """A thin, typed wrapper over the index's SQLite database.
+
+    A read-only database (file, folder or file system) is opened read-only, without
+    migrations: it can be searched; writing raises :class:`IndexReadOnlyError`.
+    """
 
     def __init__(self, path: Path, create: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists() and not create:
             raise LLM2VecError(f"{self.path} does not exist")
+        self.readonly = not create and _is_read_only(self.path)
+        self.cannot_write: LLM2VecError | None = None  # why a database opened for reading only cannot be written
         try:
-            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                self.conn = self._connect(self.readonly)
+            except sqlite3.DatabaseError as exc:
+                if create or self.readonly or not _nearly_full(self.path):
+                    raise
+                # a full disk: SQLite cannot create the -shm file; reading works without it
+                self.cannot_write = database_error(exc, self.path, "opening it")
+                self.readonly = True
+                self.conn = self._connect(True)
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.path, exc) from None
+            raise database_error(exc, self.path, "opening it") from None
         if version > FORMAT_VERSION:
             self.conn.close()
-            raise IndexFormatError(
-                f"the index at {self.path.parent} has format version {version}, newer than this "
-                f"llm2vec-rag reads ({FORMAT_VERSION}); upgrade llm2vec-rag or rebuild the index"
-            )
-        if version < FORMAT_VERSION:
-            if version == 0 and not create and not self._has_tables():
+            raise _newer(self.path, version)
+        if version < FORMAT_VERSION and not self.readonly:
+            try:
+                if version == 0 and not create and not self._has_tables():
+                    self.conn.close()
+                    raise _corrupt(self.path, Exception("no index tables"))
+                self._migrate(version)
+            except sqlite3.DatabaseError as exc:
                 self.conn.close()
-                raise _corrupt(self.path, Exception("no index tables"))
-            self._migrate(version)
+                raise database_error(exc, self.path, "upgrading its format") from None
         try:
             self.conn.execute("SELECT count(*) FROM info").fetchone()
+            row = self.conn.execute("SELECT value FROM info WHERE key = 'format'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.path, exc) from None
+            self.conn.close()
+            raise database_error(exc, self.path) from None
+        recorded = _as_version(row[0]) if row else None
+        if recorded is not None and recorded > FORMAT_VERSION:
+            self.conn.close()
+            raise _newer(self.path, recorded)
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            wal = Path(f"{self.path}-wal")
+            # Without its -shm/-wal files (and no right to create them) SQLite reads a WAL
+            # database only as immutable; a leftover -wal without -shm cannot be applied then.
+            modes = ["ro", "ro&immutable=1"] if wal.exists() and Path(f"{self.path}-shm").exists() else \
+                ["ro&immutable=1"]
+            for mode in modes:
+                uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+                try:
+                    conn.execute("PRAGMA user_version").fetchone()
+                    break
+                except sqlite3.DatabaseError:
+                    conn.close()
+                    if mode == modes[-1]:
+                        raise
+        else:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            except sqlite3.DatabaseError:
+                conn.close()
+                raise
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
 
     def _has_tables(self) -> bool:
         return bool(self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
@@ -127,14 +220,36 @@ class MetaStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error).
+
+        SQLite errors (full disk, read-only, corrupt pages) become one-line ``LLM2VecError``s;
+        the transaction is rolled back, so the index stays as it was before it.
+        """
+        if self.readonly:
+            raise self.cannot_write or IndexReadOnlyError(
+                f"the index at {self.path.parent} is read-only: it can be searched, not changed")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise database_error(exc, self.path, "writing to it") from None
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back already (SQLITE_FULL does)
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+                raise database_error(exc, self.path, "writing to it") from None
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise database_error(exc, self.path, "writing to it") from None
 
     # ------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:
@@ -214,6 +329,20 @@ class MetaStore:
 
     def all_ids(self) -> np.ndarray:
         return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM chunks")), dtype=np.int64)
+
+
+def _newer(path: Path, version: int) -> IndexFormatError:
+    return IndexFormatError(
+        f"the index at {path.parent} has format version {version}, newer than this "
+        f"llm2vec-rag reads ({FORMAT_VERSION}); upgrade llm2vec-rag or rebuild the index"
+    )
+
+
+def _as_version(value: Any) -> int | None:
+    try:
+        return int(json.loads(value))
+    except (TypeError, ValueError):
+        return None
 
 
 def _parts(items: list, size: int = 500) -> Iterable[list]:

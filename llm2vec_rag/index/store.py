@@ -7,6 +7,7 @@ FAISS file is rebuilt rather than trusted (see ``meta.py``).
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -64,17 +65,70 @@ def min_training_points(factory: str) -> int:
     return max(need, 256) if re.search(r"IVF|PQ|LSH|RQ|LSQ", factory) else 0
 
 
-def validate_index_type(index_type: str, dim: int = 64) -> None:
-    """Reject an unknown type now, with the list of choices, not after an hour of embedding."""
+# Dimensions a factory string is parsed at before the model (and so the real dimension) is known.
+_PROBE_DIMS = (64, 576, 768, 5040)
+
+
+def faiss_message(exc: BaseException) -> str:
+    """FAISS's error text without its C++ prefix (``Error in faiss::… at /path/file.cpp:123:``)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"Error in .*? at [^ ]+:\d+: ", "", text)
+    text = re.sub(r"\s*\(?[^ ]*\.(?:cpp|h):\d+\)?", "", text)
+    return text.strip()[:160] or type(exc).__name__
+
+
+def validate_index_type(index_type: str, dim: int | None = None) -> None:
+    """Reject an unusable type now, with the choices, not after an hour of embedding.
+
+    Without ``dim`` (the model is not loaded yet) the string only has to parse at one of a few
+    common dimensions; with the real ``dim`` a throwaway index is built exactly as the index
+    builds it (inside our ``IDMap2``) and, when it needs no training, given a few vectors and
+    a search (training takes minutes, so a trainable type is only built here).
+    """
     if index_type in NAMED_TYPES:
         return
+    choices = "use flat, hnsw, ivf-pq, sq8 or a FAISS factory string"
+    if not isinstance(index_type, str) or not index_type.strip():
+        raise LLM2VecError(f"empty index type: {choices}")
+    if re.match(r"\s*IDMap", index_type):
+        raise LLM2VecError(f"index type {index_type!r}: leave out IDMap, llm2vec-rag maps ids itself "
+                           f"(e.g. {index_type.split(',', 1)[-1].strip() or 'Flat'!r})")
+    faiss = _faiss()
+    if dim is None:
+        error = None
+        for probe in _PROBE_DIMS:
+            try:
+                faiss.index_factory(probe, index_type, faiss.METRIC_INNER_PRODUCT)
+                return
+            except Exception as exc:  # FAISS raises RuntimeError with a C++ location
+                error = error or exc
+        raise LLM2VecError(f"unknown index type {index_type!r}: {choices} ({faiss_message(error)})") from None
     try:
-        _faiss().index_factory(dim, index_type, _faiss().METRIC_INNER_PRODUCT)
-    except Exception as exc:  # FAISS raises RuntimeError with a C++ trace
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise LLM2VecError(
-            f"unknown index type {index_type!r}: use flat, hnsw, ivf-pq, sq8 or a FAISS factory string ({first})"
-        ) from None
+        index = new_index(index_type, dim)
+        rng = np.random.default_rng(0)
+        if not index.is_trained:
+            return  # built at this dimension; training costs minutes, so it is checked (one line) when it runs
+        vectors = rng.standard_normal((4, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        index.add_with_ids(vectors, np.arange(4, dtype=np.int64))
+        configure_search(index)
+        index.search(vectors[:1], 2)
+    except Exception as exc:
+        if not _parses(index_type):
+            raise LLM2VecError(f"unknown index type {index_type!r}: {choices} ({faiss_message(exc)})") from None
+        raise LLM2VecError(f"index type {index_type!r} does not work for {dim}-d vectors: {choices} "
+                           f"({faiss_message(exc)})") from None
+
+
+def _parses(index_type: str) -> bool:
+    faiss = _faiss()
+    for probe in _PROBE_DIMS:
+        try:
+            faiss.index_factory(probe, index_type, faiss.METRIC_INNER_PRODUCT)
+            return True
+        except Exception:
+            pass
+    return False
 
 
 def new_index(factory: str, dim: int):
@@ -120,7 +174,11 @@ def build_index(
     Returns the index and the factory actually used: a trainable type with too
     few vectors falls back to ``Flat`` (exact search), and says so.
     """
-    index = new_index(factory, dim)
+    try:
+        index = new_index(factory, dim)
+    except Exception as exc:
+        raise LLM2VecError(f"the index type {factory!r} does not work ({faiss_message(exc)}): "
+                           "re-run `llm2vec-rag index` with --index-type flat (no re-embedding)") from None
     if not index.is_trained:
         need = min_training_points(factory)
         if n_vectors < need or train_sample is None:
@@ -134,7 +192,7 @@ def build_index(
             try:
                 index.train(sample)
             except Exception as exc:
-                raise LLM2VecError(f"training the {factory} index failed: {str(exc).splitlines()[0][:160]}") from None
+                raise LLM2VecError(f"training the {factory} index failed: {faiss_message(exc)}") from None
     for ids, vectors in batches():
         if len(ids):
             index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
@@ -177,13 +235,35 @@ def write_atomic(index, path: Path, before_rename: Callable[[], None] | None = N
     """``faiss.write_index`` to a temporary file, fsync, rename into place, fsync the folder."""
     faiss = _faiss()
     tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(to_cpu(index), str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    try:
+        faiss.write_index(to_cpu(index), str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except Exception as exc:  # FAISS reports a full disk as a RuntimeError with a C++ location
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
     if before_rename is not None:
         before_rename()
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _write_error(path: Path, exc: BaseException) -> LLM2VecError:
+    from ..errors import IndexReadOnlyError, IndexWriteError
+
+    text = str(exc).lower()
+    full = "no space" in text or isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if not full:
+        try:
+            full = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize < (1 << 20)
+        except OSError:
+            pass
+    if full:
+        return IndexWriteError(f"no space left on the device of {path.parent} while writing {path.name}; the "
+                               "stored chunks are kept and the FAISS file is rebuilt from them on the next run")
+    if "read-only" in text or isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES):
+        return IndexReadOnlyError(f"the index at {path.parent} is read-only: it can be searched, not changed")
+    return LLM2VecError(f"cannot write {path} ({faiss_message(exc)})")
 
 
 def read_index(path: Path):

@@ -1,0 +1,96 @@
+"""Bad input is refused before anything is created or loaded, in one line (issue 17 items 4, 12, 13, 18, 19)."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from fakes import FACTORY
+from llm2vec_rag.cli.main import cli
+from llm2vec_rag.index.model import FACTORY_ENV
+from test_index import write_docs
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    monkeypatch.setenv(FACTORY_ENV, FACTORY)
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_idmap_factory_is_refused_and_the_index_keeps_working(runner, tmp_path):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0
+    one_line_error(invoke(runner, "index", docs, "--index", ix, "--index-type", "IDMap,Flat", "--quiet"), "IDMap")
+    one_line_error(invoke(runner, "index", docs, "--index", ix, "--index-type", "IDMap2,HNSW32", "--quiet"), "IDMap")
+    result = invoke(runner, "search", "bake bread", "--index", ix, "--k", "2")
+    assert result.exit_code == 0 and "cooking.txt" in result.stdout
+
+
+def test_factory_strings_are_checked_at_the_real_dimension(runner, tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    # PQ36 needs a dimension divisible by 36: refused at 64-d before, fine at 576-d
+    ok = invoke(runner, "index", docs, "--index", tmp_path / "a", "--model", "fake:576", "--index-type", "PQ36",
+                "--quiet", "--json")
+    assert ok.exit_code == 0, ok.output
+    message = one_line_error(invoke(runner, "index", docs, "--index", tmp_path / "b", "--model", "fake:",
+                                    "--index-type", "PQ36", "--quiet"), "PQ36", "64-d")
+    assert ".cpp" not in message and "faiss::" not in message
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("kind", ["bogus", "IVF", "HNSW32,Nope"])
+def test_unknown_type_leaves_no_folder_and_no_cpp_locations(runner, tmp_path, kind):
+    docs = write_docs(tmp_path / "docs")
+    target = tmp_path / "new" / "ix"
+    message = one_line_error(invoke(runner, "index", docs, "--index", target, "--model", "fake:", "--index-type", kind,
+                                    "--quiet"), kind)
+    assert ".cpp" not in message and "faiss::" not in message and " at /" not in message
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("bad, fragment", [(["MISSING"], "does not exist"), (["EMPTY"], "no files to index"),
+                                           (["--chunk-tokens", "0"], "--chunk-tokens"),
+                                           (["--overlap", "-1"], "--overlap"), (["--ext", ""], "--ext"),
+                                           (["--ext", ","], "--ext")])
+def test_folder_and_options_are_checked_before_the_index_or_model(runner, tmp_path, bad, fragment):
+    docs = write_docs(tmp_path / "docs")
+    (tmp_path / "empty").mkdir()
+    folder = {"MISSING": tmp_path / "nope", "EMPTY": tmp_path / "empty"}.get(bad[0], docs)
+    options = bad if bad[0] not in ("MISSING", "EMPTY") else []
+    # the model named does not exist: the folder/option error must come first
+    one_line_error(invoke(runner, "index", folder, "--index", tmp_path / "ix", "--model", "no-such-model", *options,
+                          "--quiet"), fragment)
+    assert not (tmp_path / "ix").exists()
+
+
+def test_embed_checks_the_output_path_first(runner, tmp_path):
+    src = tmp_path / "texts.txt"
+    src.write_text("one\ntwo\n")
+    message = one_line_error(invoke(runner, "embed", src, "-m", "no-such-model", "-o", tmp_path / "missing" / "x.npy"),
+                             "missing")
+    assert "does not exist" in message and ".tmp" not in message
+
+
+def test_info_format_is_checked(runner, tmp_path):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0
+    conn = sqlite3.connect(ix / "meta.sqlite")
+    conn.execute("UPDATE info SET value = '99' WHERE key = 'format'")
+    conn.commit()
+    conn.close()
+    one_line_error(invoke(runner, "search", "bread", "--index", ix), "format", "newer")
+    one_line_error(invoke(runner, "index", docs, "--index", ix, "--quiet"), "format", "newer")
