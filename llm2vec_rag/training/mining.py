@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"
@@ -25,8 +26,13 @@ too under until up very was we were what when where which while who whom why wil
 """.split())
 
 
-def _match_expression(text: str) -> str:
+def _match_expression(text: str, df: dict[str, int] | None = None, common: int = 0) -> str:
+    """OR of the query's quoted terms; with ``df``, terms in more than ``common`` documents are left out
+    (they barely change BM25's order and make the query slow), except that the two rarest stay."""
     terms = [t for t in dict.fromkeys(_TOKEN.findall(text.lower())) if t not in STOP_WORDS][:MAX_QUERY_TERMS]
+    if df is not None and terms:
+        rare = [t for t in terms if df.get(t, 0) <= common]
+        terms = rare or sorted(terms, key=lambda t: df.get(t, 0))[:2]
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
@@ -35,11 +41,12 @@ def _words(text: str) -> set[str]:
 
 
 def bm25_negatives(queries: Sequence[str], positives: Sequence[str], k: int = 1, depth: int = 20,
-                   max_overlap: float = 0.7, skip: int = 0,
+                   max_overlap: float = 0.7, skip: int = 0, common_share: float = 0.02,
                    progress: Callable[[int], None] | None = None) -> list[list[int]]:
     """For pair ``i`` (``queries[i]``, ``positives[i]``): up to ``k`` indices into ``positives`` of hard
     negatives, best BM25 rank first, from the top ``depth`` hits (likely positives skipped, see the module;
-    ``skip`` also passes over the first eligible hits, where unlabeled positives are common)."""
+    ``skip`` also passes over the first eligible hits, where unlabeled positives are common). Query terms
+    found in more than ``common_share`` of the documents are dropped (speed; see ``_match_expression``)."""
     if len(queries) != len(positives):
         raise ValueError("queries and positives differ in length")
     docs = list(dict.fromkeys(positives))
@@ -50,6 +57,10 @@ def bm25_negatives(queries: Sequence[str], positives: Sequence[str], k: int = 1,
     first_pair = {}
     for i, p in enumerate(positives):
         first_pair.setdefault(p, i)
+    df: Counter[str] = Counter()
+    for d in docs:
+        df.update(_words(d))
+    common = max(1, int(common_share * len(docs)))
     db = sqlite3.connect(":memory:")
     try:
         db.execute(f"CREATE VIRTUAL TABLE docs USING fts5(text, tokenize='{TOKENIZE}')")
@@ -57,7 +68,7 @@ def bm25_negatives(queries: Sequence[str], positives: Sequence[str], k: int = 1,
         out: list[list[int]] = []
         word_cache: dict[int, set[str]] = {}
         for n, (query, positive) in enumerate(zip(queries, positives)):
-            expr = _match_expression(query)
+            expr = _match_expression(query, df, common)
             found: list[int] = []
             passed = 0
             if expr:
