@@ -11,7 +11,7 @@ import typing
 
 import click
 
-from llm2vec_rag.training.config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
+from llm2vec_rag.training.config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig, WeakConfig
 
 
 def _option_for(f: dataclasses.Field, kind: type) -> click.Option | click.Argument:
@@ -141,3 +141,20 @@ def supervised(as_json: bool, **params) -> None:
     from llm2vec_rag.training import train_supervised
 
     _run(SupervisedConfig, train_supervised, params, as_json)
+
+
+@train_group.command()
+@config_options(WeakConfig)
+@json_flag
+def weak(as_json: bool, **params) -> None:
+    """Domain adaptation without labels, from the structure of the documents in DATA (a folder).
+
+    DATA is read as `llm2vec-rag index` reads it; pairs are made from it
+    (heading path -> section, title -> body, a sentence -> the rest of its
+    passage), each with a BM25 hard negative, and a LoRA is trained on top of
+    --model (default: the embedded default) with in-batch + hard negatives.
+    The pairs are kept in OUTPUT_DIR/weak_pairs.jsonl for --resume.
+    """
+    from llm2vec_rag.training import train_weak
+
+    _run(WeakConfig, train_weak, params, as_json)

@@ -165,17 +165,50 @@ def test_pairs_via_cli_with_gradient_caching_scores_sources_and_two_dev_sets(tin
     assert log[-1]["eta_s"] == 0
 
 
+def _docs_folder(root: Path) -> Path:
+    """A small folder of Markdown and text files with titles, sections and multi-sentence passages."""
+    root.mkdir()
+    for i in range(6):
+        a, b, c = CORPUS[i % 8], CORPUS[(i + 1) % 8], CORPUS[(i + 2) % 8]
+        (root / f"note_{i}.md").write_text(
+            f"# Topic {i} notes\n\nIntro for topic {i}. {a} {b}\n\n## Details {i}\n\n{b} {c} {a}\n\n"
+            f"### Deeper {i}\n\nThe deeper part of topic {i} has words. {c} More about it here now.\n")
+    (root / "plain-text.txt").write_text(f"{CORPUS[3]} {CORPUS[4]} {CORPUS[5]}\n")
+    return root
+
+
+def test_weak_pairs_from_a_folder_have_every_kind_and_bm25_negatives(tmp_path):
+    from llm2vec_rag.training.weak import add_bm25_negatives, folder_pairs
+
+    pairs, summary = folder_pairs(str(_docs_folder(tmp_path / "docs")), min_words=4)
+    kinds = {p.source for p in pairs}
+    assert kinds == {"heading", "title", "ict"} and summary["files"] == 7
+    heading = [p for p in pairs if p.source == "heading"]
+    assert any(p.query == "Topic 2 notes > Details 2 > Deeper 2" for p in heading)
+    assert all("#" not in p.positive for p in pairs)  # heading lines are not part of the text
+    titles = {p.query for p in pairs if p.source == "title"}
+    assert "plain text" in titles and "Topic 0 notes" in titles  # file name when there is no heading
+    for p in (p for p in pairs if p.source == "ict"):
+        assert p.query not in p.positive  # the cloze sentence is removed from its passage
+    assert add_bm25_negatives(pairs) > 0
+    for p in pairs:
+        assert p.positive not in p.negatives
+    again, _ = folder_pairs(str(tmp_path / "docs"), min_words=4)
+    assert [(p.query, p.positive) for p in again] == [(p.query, p.positive) for p in pairs]  # deterministic
+
+
 def _command(data: Path, model: Path, out: Path, steps: int, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-c", "from llm2vec_rag.cli.main import main; main()", "train", "supervised", str(data),
+    cmd = [sys.executable, "-c", "from llm2vec_rag.cli.main import main; main()", "train", "weak", str(data),
            "--output-dir", str(out), "--model", str(model), "--steps", str(steps), "--batch-size", "6",
-           "--mini-batch-size", "4", "--max-length", "32", "--lr", "3e-3", "--warmup-steps", "2",
+           "--mini-batch-size", "4", "--max-length", "32", "--min-words", "4", "--lr", "3e-3", "--warmup-steps", "2",
            "--save-every", "2", "--log-every", "1", "--bf16", "off", "--threads", "1", "--seed", "5", "--quiet"]
     return cmd + (["--resume"] if resume else [])
 
 
-def test_pairs_run_killed_then_resumed_matches_the_uninterrupted_run(tiny_model_dir, tmp_path):
-    steps = 12
-    data = _pairs_file(tmp_path / "pairs.jsonl")
+def test_weak_run_killed_then_resumed_matches_the_uninterrupted_run(tiny_model_dir, tmp_path):
+    """train weak (with gradient caching): SIGKILL after a checkpoint, --resume, same weights as a straight run."""
+    steps = 8
+    data = _docs_folder(tmp_path / "docs")
     env = {**os.environ, "LLM2VEC_RAG_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     killed = tmp_path / "killed"
@@ -192,10 +225,17 @@ def test_pairs_run_killed_then_resumed_matches_the_uninterrupted_run(tiny_model_
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not (killed / "adapter_model.safetensors").exists()
+    again = subprocess.run(_command(data, tiny_model_dir, killed, steps), env=env, capture_output=True, text=True,
+                           timeout=240)  # without --resume: refused, nothing overwritten
+    assert again.returncode == 1 and "already holds a training run" in again.stderr
+    (data / "note_0.md").write_text("# Changed\n\nThe folder changed after the run started, which must not matter.\n")
     resumed = subprocess.run(_command(data, tiny_model_dir, killed, steps, resume=True), env=env,
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-1000:]
+    card = json.loads((killed / "training_card.json").read_text())
+    assert card["recipe"] == "weak" and card["steps"] == steps
     straight = tmp_path / "straight"
+    data = _docs_folder(tmp_path / "docs2")  # the folder as it was when the killed run started
     full = subprocess.run(_command(data, tiny_model_dir, straight, steps), env=env, capture_output=True, text=True,
                           timeout=240)
     assert full.returncode == 0, full.stderr[-1000:]

@@ -12,6 +12,7 @@ from typing import Any
 
 _WHERE = {
     "MNTPConfig": "config", "SimCSEConfig": "config", "SupervisedConfig": "config", "TrainConfig": "config",
+    "WeakConfig": "config", "train_weak": "recipes",
     "TrainingDataError": "data", "TrainingError": "trainer",
     "train_mntp": "recipes", "train_simcse": "recipes", "train_supervised": "recipes",
 }

@@ -189,3 +189,23 @@ class SupervisedConfig(TrainConfig):
             raise LLM2VecError("negatives_per_query, mine_negatives, mine_skip and mini_batch_size must be >= 0")
         if self.batch_size < 2:
             raise LLM2VecError("contrastive training needs a batch of at least 2 queries (in-batch negatives)")
+
+
+@dataclass
+class WeakConfig(SupervisedConfig):
+    """Contrastive training on pairs made from a folder's structure (heading path -> section, title -> body,
+    inverse cloze), with BM25 hard negatives: domain adaptation without labels."""
+
+    max_words: int = _f(120, "Cut positives (sections, bodies, passages) to this many words.")
+    min_words: int = _f(8, "Drop pairs whose positive has fewer words.")
+    ict_per_passage: int = _f(1, "Inverse-cloze pairs per passage of 3+ sentences (a sentence -> the rest; 0: none).")
+    bm25_negatives: int = _f(1, "BM25 hard negatives per pair among the folder's other positives (0: none).")
+    batch_size: int = _f(32, "Queries per micro-batch.")
+    max_length: int = _f(128, "Tokens per query or document.")
+
+    recipe = "weak"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_words < 1 or self.min_words < 1 or self.ict_per_passage < 0 or self.bm25_negatives < 0:
+            raise LLM2VecError("max_words and min_words must be >= 1; ict_per_passage and bm25_negatives >= 0")

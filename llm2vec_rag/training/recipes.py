@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 from ..encoder import DEFAULT_QUERY_INSTRUCTION, forward_batch
 from ..instructions import tokenize_all
-from .config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
+from .config import MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig, WeakConfig
 from .data import (
     BatchOrder,
     Pair,
@@ -30,7 +32,7 @@ from .data import (
 from .gradcache import cached_backward, plain_loss
 from .losses import cosent, info_nce
 from .mntp import mask_tokens, mntp_loss, resolve_mask_token
-from .trainer import Trainer, TrainingModel, load_training_model, total_steps, use_bf16
+from .trainer import Trainer, TrainingError, TrainingModel, load_training_model, total_steps, use_bf16
 
 Log = Callable[[str], None]
 
@@ -227,7 +229,13 @@ def train_supervised(config: SupervisedConfig, log: Log | None = None, return_mo
         raise TrainingDataError(f"{config.data} is a folder but not BEIR (corpus.jsonl + queries.jsonl + qrels/)")
     else:
         pairs = read_pairs_jsonl(config.data)
-    instruction = _instruction_for(config)
+    return fit_pairs(config, pairs, _instruction_for(config), log, return_model, corpus=corpus, beir=beir)
+
+
+def fit_pairs(config: SupervisedConfig, pairs: list[Pair], instruction: str, log: Log, return_model: bool = False,
+              corpus: dict[str, str] | None = None, beir: bool = False,
+              data_summary: dict[str, Any] | None = None) -> Any:
+    """The contrastive training behind ``train supervised`` and ``train weak``: LoRA on ``pairs``."""
     tm = load_training_model(config)
     if config.mine_negatives:
         if corpus is None:  # the pool of documents the file itself names
@@ -240,7 +248,7 @@ def train_supervised(config: SupervisedConfig, log: Log | None = None, return_mo
     with_negs = sum(1 for p in pairs if p.negatives)
     scored = sum(1 for p in pairs if p.score is not None)
     by_source = dict(sorted(Counter(p.source or "-" for p in pairs).items()))
-    log(f"supervised: {len(pairs)} pairs ({with_negs} with hard negatives, {scored} scored); "
+    log(f"{config.recipe}: {len(pairs)} pairs ({with_negs} with hard negatives, {scored} scored); "
         f"instruction {instruction!r}" + (f"; sources {by_source}" if len(by_source) > 1 else ""))
     order = BatchOrder(len(pairs), config.batch_size, config.seed, groups=[p.positive_id for p in pairs],
                        sources=None if config.mix_sources else [p.source for p in pairs])
@@ -285,7 +293,7 @@ def train_supervised(config: SupervisedConfig, log: Log | None = None, return_mo
     steps = total_steps(config, order.per_epoch * config.batch_size, config.batch_size)
     summary = {**_data_id(config.data), "pairs": len(pairs), "with_hard_negatives": with_negs, "scored": scored,
                "sources": by_source, "instruction": instruction, "split": config.split if beir else None,
-               "mined_negatives_per_query": config.mine_negatives}
+               "mined_negatives_per_query": config.mine_negatives, **(data_summary or {})}
     trainer = Trainer(config, tm, step_loss, steps, config.batch_size * config.grad_accum, summary,
                       make_evaluator(config, tm, config.pooling_mode, (instruction or None) if beir else None), log,
                       backward_in_step=bool(config.mini_batch_size))
@@ -293,4 +301,50 @@ def train_supervised(config: SupervisedConfig, log: Log | None = None, return_mo
     return (card, tm) if return_model else card
 
 
-__all__ = ["train_mntp", "train_simcse", "train_supervised", "mine_negatives", "encoder_view", "make_evaluator"]
+# --------------------------------------------------------------------------- weak (a folder's structure)
+WEAK_PAIRS = "weak_pairs.jsonl"
+
+
+def train_weak(config: WeakConfig, log: Log | None = None, return_model: bool = False) -> Any:
+    """Domain adaptation without labels: pairs from the structure of the folder ``config.data``
+    (heading path -> section, title -> body, inverse cloze; BM25 hard negatives), then contrastive
+    LoRA training as ``train_supervised`` does. The pairs are kept in ``OUTPUT_DIR/weak_pairs.jsonl``
+    and reused by ``--resume`` (so a resumed run trains on the same pairs even if the folder changed)."""
+    from .trainer import ADAPTER_WEIGHTS, CHECKPOINTS
+    from .weak import add_bm25_negatives, folder_pairs
+
+    _setup(config)
+    log = log or (lambda m: None)
+    folder = Path(config.data).expanduser()
+    if not folder.is_dir():
+        raise TrainingDataError(f"{config.data} is not a folder")
+    out = Path(config.output_dir).expanduser()
+    saved = out / WEAK_PAIRS
+    started = (out / ADAPTER_WEIGHTS).is_file() or any((out / CHECKPOINTS).glob("step-*"))
+    if started and not config.resume:
+        raise TrainingError(f"{out} already holds a training run; pass --resume to continue it "
+                            f"or choose another --output-dir")
+    if config.resume and saved.is_file():
+        pairs = read_pairs_jsonl(saved)
+        summary = {"pairs_file": str(saved), "pairs": len(pairs)}
+        log(f"weak: {len(pairs)} pairs from {saved}")
+    else:
+        pairs, summary = folder_pairs(str(folder), max_words=config.max_words, min_words=config.min_words,
+                                      ict_per_passage=config.ict_per_passage, seed=config.seed)
+        if config.bm25_negatives:
+            summary["bm25_negatives"] = add_bm25_negatives(pairs, config.bm25_negatives)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for p in pairs:
+                fh.write(json.dumps({"query": p.query, "positive": p.positive, "negatives": p.negatives,
+                                     "source": p.source}, ensure_ascii=False) + "\n")
+        os.replace(tmp, saved)
+        pairs = read_pairs_jsonl(saved)  # exactly what a resumed run reads
+        log(f"weak: {summary}")
+    kinds = {k: v for k, v in summary.items() if k in ("heading", "title", "ict")}
+    return fit_pairs(config, pairs, _instruction_for(config), log, return_model,
+                     data_summary={"weak": summary, **({"kinds": kinds} if kinds else {})})
+
+
+__all__ = ["train_mntp", "train_simcse", "train_supervised", "train_weak", "fit_pairs", "mine_negatives", "encoder_view", "make_evaluator"]
