@@ -1,13 +1,15 @@
 """Bounded load test of ``llm2vec-rag serve`` on loopback: served throughput against offline ``encode``.
 
 1. Offline: the model encodes the SciFact documents and queries in this process
-   (``encode_documents`` + ``encode_queries``, one call each): texts per second.
+   (``encode_documents`` + ``encode_queries``, one call each): texts per second, measured again
+   right before every client level (a shared machine's load drifts; each ratio uses its own).
 2. Served: ``llm2vec-rag serve`` starts in a subprocess on 127.0.0.1 (any free
    port); for each client count, that many concurrent clients send the same
    texts as OpenAI ``/v1/embeddings`` requests (``--per-request`` texts each,
    base64 replies as the ``openai`` client asks, documents and queries
    interleaved, queries with ``input_type: query``). A 429 is retried after its
-   ``Retry-After``. Every level is capped by ``--max-seconds``; the run stops by itself.
+   ``Retry-After`` (a sent request is never abandoned). Each level stops sending new requests after
+   ``--max-seconds``; the run stops by itself.
 3. Reported per level: texts/s, ratio to offline, p50/p95/p99 request latency,
    answered/lost counts, 429s, and the smallest cosine between a served vector
    and the offline one.
@@ -24,6 +26,7 @@ import base64
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -36,17 +39,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, REPO, machine_info, scifact_docs, scifact_queries, write_json  # noqa: E402
 
 
-def offline(model: str, docs: list[str], queries: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
-    from llm2vec_rag import LLM2Vec
+class Offline:
+    """The same model in this process: ``encode_documents`` + ``encode_queries`` over all the texts, timed."""
 
-    encoder = LLM2Vec.from_pretrained(model)
-    encoder.encode_documents(docs[:8], show_progress_bar=False)  # warm-up
-    start = time.perf_counter()
-    d = encoder.encode_documents(docs, show_progress_bar=False, normalize_embeddings=True)
-    q = encoder.encode_queries(queries, show_progress_bar=False, normalize_embeddings=True)
-    seconds = time.perf_counter() - start
-    del encoder
-    return (len(docs) + len(queries)) / seconds, d, q
+    def __init__(self, model: str, docs: list[str], queries: list[str]) -> None:
+        from llm2vec_rag import LLM2Vec
+
+        self.encoder = LLM2Vec.from_pretrained(model)
+        self.docs, self.queries = docs, queries
+        self.encoder.encode_documents(docs[:8], show_progress_bar=False)  # warm-up
+
+    def run(self) -> tuple[float, np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        d = self.encoder.encode_documents(self.docs, show_progress_bar=False, normalize_embeddings=True)
+        q = self.encoder.encode_queries(self.queries, show_progress_bar=False, normalize_embeddings=True)
+        seconds = time.perf_counter() - start
+        return (len(self.docs) + len(self.queries)) / seconds, d, q
 
 
 def start_server(model: str, max_batch_tokens: int) -> tuple[subprocess.Popen, str]:
@@ -74,7 +82,7 @@ async def run_level(url: str, requests: list[dict], clients: int, max_seconds: f
     queue: asyncio.Queue = asyncio.Queue()
     for i, body in enumerate(requests):
         queue.put_nowait((i, body))
-    latencies, answers, retries = [], {}, 0
+    latencies, answers, retries, sent, failed = [], {}, 0, set(), {}
     deadline = time.perf_counter() + max_seconds
 
     async def client(http: httpx.AsyncClient) -> None:
@@ -84,17 +92,20 @@ async def run_level(url: str, requests: list[dict], clients: int, max_seconds: f
                 i, body = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            sent = time.perf_counter()
-            while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            sent.add(i)
+            while True:  # a sent request is retried on 429 until answered: none may be lost
                 reply = await http.post(f"{url}/v1/embeddings", json=body)
                 if reply.status_code == 429:
                     retries += 1
                     await asyncio.sleep(float(reply.headers.get("retry-after", "1")))
                     continue
                 if reply.status_code == 200:
-                    latencies.append(time.perf_counter() - sent)
+                    latencies.append(time.perf_counter() - started)
                     answers[i] = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
                                   for d in reply.json()["data"]]
+                else:
+                    failed[i] = reply.status_code
                 break
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -104,8 +115,9 @@ async def run_level(url: str, requests: list[dict], clients: int, max_seconds: f
         seconds = time.perf_counter() - start
     texts = sum(len(requests[i]["input"]) for i in answers)
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    return {"clients": clients, "requests": len(requests), "answered": len(answers),
-            "lost": len(requests) - len(answers), "retried_429": retries, "seconds": round(seconds, 2),
+    return {"clients": clients, "requests": len(requests), "sent": len(sent), "answered": len(answers),
+            "lost": len(sent) - len(answers), "failed_status": sorted(set(failed.values())),
+            "not_sent_time_cap": len(requests) - len(sent), "retried_429": retries, "seconds": round(seconds, 2),
             "texts_per_s": round(texts / seconds, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "answers": answers}
@@ -125,9 +137,9 @@ def main() -> None:
     if not (DATA / "scifact").is_dir():
         raise SystemExit(f"SciFact not found under {DATA}")
     docs, queries = scifact_docs(args.docs), scifact_queries(args.queries)
-    print(f"offline encode of {len(docs)} documents + {len(queries)} queries ...", file=sys.stderr)
-    offline_tps, want_docs, want_queries = offline(args.model, docs, queries)
-    print(f"  offline: {offline_tps:.1f} texts/s", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below (stops the server)
+    offline = Offline(args.model, docs, queries)
+    _, want_docs, want_queries = offline.run()
 
     requests, expected = [], []
     step = args.per_request
@@ -145,25 +157,28 @@ def main() -> None:
     try:
         asyncio.run(run_level(url, requests[:4], 2, args.max_seconds))  # warm-up
         for clients in [int(c) for c in args.clients.split(",")]:
+            # offline measured right before each level: on a shared machine the two see the same load
+            offline_tps, _, _ = offline.run()
             level = asyncio.run(run_level(url, requests, clients, args.max_seconds))
             answers = level.pop("answers")
             cosines = [float(np.dot(a, b)) for i, got in answers.items() for a, b in zip(got, expected[i])]
             level["min_cosine_vs_offline"] = round(min(cosines), 6) if cosines else None
+            level["offline_texts_per_s"] = round(offline_tps, 2)
             level["ratio_to_offline"] = round(level["texts_per_s"] / offline_tps, 3)
             levels.append(level)
-            print(f"  {clients:>3} clients: {level['texts_per_s']:.1f} texts/s = {level['ratio_to_offline']:.2f}x "
-                  f"offline; p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, p99 {level['p99_ms']} ms; "
-                  f"answered {level['answered']}/{level['requests']}, 429 retried {level['retried_429']}, "
+            print(f"  offline {offline_tps:.2f} texts/s; {clients:>3} clients: {level['texts_per_s']:.2f} texts/s = "
+                  f"{level['ratio_to_offline']:.2f}x offline; p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, "
+                  f"p99 {level['p99_ms']} ms; answered {level['answered']}/{level['sent']} sent "
+                  f"({level['requests']} planned), lost {level['lost']}, 429 retried {level['retried_429']}, "
                   f"min cosine {level['min_cosine_vs_offline']}", file=sys.stderr)
         metrics = __import__("httpx").get(f"{url}/metrics").text
     finally:
         proc.terminate()
-        proc.wait(60)
+        proc.wait(120)
     batch_sum = re.search(r"^llm2vec_rag_batch_requests_sum (\S+)$", metrics, re.M)
     batch_count = re.search(r"^llm2vec_rag_batch_requests_count (\S+)$", metrics, re.M)
     result = {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]), "model": args.model,
-              "docs": len(docs), "queries": len(queries), "per_request": step, "offline_texts_per_s":
-              round(offline_tps, 2), "levels": levels,
+              "docs": len(docs), "queries": len(queries), "per_request": step, "levels": levels,
               "mean_requests_per_encode_call": round(float(batch_sum.group(1)) / float(batch_count.group(1)), 2)
               if batch_sum and batch_count and float(batch_count.group(1)) else None,
               "machine": machine_info(), "threads": os.environ.get("OMP_NUM_THREADS"),

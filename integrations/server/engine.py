@@ -281,6 +281,13 @@ class Engine:
         if job.tokenized:
             return
         job.tokenized = True
+        try:
+            self._count(job)
+        except Exception as exc:  # a tokenizer error fails this request, never the engine
+            job.error = exc
+            job.tokens = [0] * len(job.pairs)
+
+    def _count(self, job: _EmbedJob) -> None:
         from llm2vec_rag.instructions import tokenize_all
 
         encoder = self.served.models[job.model]
