@@ -39,6 +39,8 @@ index_dir_option = click.option(
 @click.option("--instruction", default=None, help="Query instruction to record for search (default: the model's).")
 @click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
 @click.option("--no-gitignore", is_flag=True, help="Ignore .gitignore rules.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also follow symbolic links that lead out of FOLDER (links inside it are always followed).")
 @click.option("--rebuild", is_flag=True, help="Start the index over (needed to switch models).")
 @click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Embed with Ray Data actors, one model each (one per GPU, else CPU actors); files are still read "
@@ -53,7 +55,7 @@ index_dir_option = click.option(
 @quiet_option
 def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_length, compile_model, index_type,
           backend, url, collection, chunk_tokens, overlap, include, exclude, extensions, max_file_mb, batch_size, instruction, hidden, no_gitignore,
-          rebuild, ray, ray_actors, commit_chunks, as_json, quiet) -> None:
+          follow_symlinks, rebuild, ray, ray_actors, commit_chunks, as_json, quiet) -> None:
     """Index FOLDER (or one file) into --index; re-runs embed only new or changed files."""
     from llm2vec_rag.errors import LLM2VecError
     from llm2vec_rag.index import Index
@@ -74,7 +76,7 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
     # the folder and the options, before an index is created or a model loaded
     walked = check_update(folder, index_dir, include=include, exclude=exclude, extensions=list(extensions) or None,
                           max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap, hidden=hidden,
-                          gitignore=not no_gitignore, ray_actors=ray_actors)
+                          gitignore=not no_gitignore, ray_actors=ray_actors, follow_symlinks=follow_symlinks)
     idx = Index.open(index_dir, model=model if explicit else None, adapters=adapters, index_type=index_type,
                      query_instruction=instruction, rebuild=rebuild, log=log, backend=backend, url=url,
                      collection=collection, pooling_mode=pooling_mode,
@@ -83,7 +85,8 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
         report = idx.update(folder, include=include, exclude=exclude, extensions=list(extensions) or None,
                             max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap,
                             batch_size=batch_size, progress=not quiet, hidden=hidden, gitignore=not no_gitignore,
-                            ray=ray, ray_actors=ray_actors, commit_chunks=commit_chunks, walked=walked)
+                            ray=ray, ray_actors=ray_actors, commit_chunks=commit_chunks, walked=walked,
+                            follow_symlinks=follow_symlinks)
         stats = idx.stats()
     except BaseException:
         idx.abort()  # committed batches stay for a re-run; an unfinished --rebuild is not swapped in

@@ -254,14 +254,16 @@ def test_bad_files_are_reported_not_fatal(docs, tmp_path, encoder, monkeypatch):
 def test_file_vanishing_mid_run_and_kept_chunks(docs, tmp_path, encoder, monkeypatch):
     build(docs, tmp_path, encoder).close()
     (docs / "guide/install.md").write_text("# Installation\n\nChanged text about pip.\n")
-    real = type(docs).read_bytes
+    from llm2vec_rag.index import sync
 
-    def flaky(self):
-        if self.name == "install.md":
-            raise FileNotFoundError(self)
-        return real(self)
+    real = sync.read_regular_file
 
-    monkeypatch.setattr(type(docs), "read_bytes", flaky)
+    def flaky(path):
+        if path.name == "install.md":
+            raise FileNotFoundError(path)
+        return real(path)
+
+    monkeypatch.setattr(sync, "read_regular_file", flaky)
     with build(docs, tmp_path, encoder) as index:
         r = index.last_report
         assert r.skipped_reasons["vanished"] == 1 and r.removed == 1

@@ -138,10 +138,15 @@ def test_corrupt_pages_in_the_middle_give_one_line(runner, tmp_path):
             fh.seek(page * 4096)
             fh.write(os.urandom(4096))
     (docs / "d0.md").write_text("changed text about something else entirely")
+    failed = 0
     for args in (["search", "paragraph", "--index", ix, "--where", "*.md", "--k", "5"],
                  ["search", "paragraph", "--index", ix, "--k", "200"],
+                 ["search", "paragraph", "--index", ix, "--where", "d1*", "--mode", "dense"],
                  ["index", docs, "--index", ix, "--quiet"]):
         result = invoke(runner, *args)
+        print(args[0], result.exit_code, result.stderr.strip()[:300])
         if result.exit_code == 0:
             continue  # the damaged pages were not needed for this one
         one_line_error(result, "corrupt")
+        failed += 1
+    assert failed >= 2

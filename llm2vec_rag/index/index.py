@@ -26,6 +26,7 @@ from .backend import VectorBackend, backend_settings, check_index_type, make_bac
 from .backend import normalise as _normalise
 from . import lexical
 from .faults import crash_point
+from .ingest import valid_text
 from .hybrid import SearchSettings, fuse, single
 from . import rebuild as rebuild_staging
 from .lock import LOCK_FILE, WriteLock
@@ -546,6 +547,7 @@ class Index:
         """
         if not isinstance(query, str) or not query.strip():
             raise LLM2VecError("empty query: give some text to search for")
+        query = valid_text(query)  # undecodable bytes (surrogate escapes from argv) become U+FFFD
         _check_k(k)
         settings = SearchSettings.of(mode, alpha, fusion)
         if settings.mode != "dense" and not lexical.has_table(self.meta.conn):

@@ -175,8 +175,14 @@ def walk(
     hidden: bool = False,
     gitignore: bool = True,
     skip_dirs: Sequence[Path] = (),
+    follow_symlinks: bool = False,
 ) -> WalkResult:
-    """Every indexable file under ``root`` (or ``root`` itself when it is a file), sorted by path."""
+    """Every indexable file under ``root`` (or ``root`` itself when it is a file), sorted by path.
+
+    Symbolic links that stay inside ``root`` are followed; links that lead out of it are
+    skipped (counted as ``symlink_outside``) unless ``follow_symlinks``, as ripgrep, fd and
+    git do, so a link to ``/etc/passwd`` is never served under an in-folder path.
+    """
     root_path = Path(root).expanduser()
     if not root_path.exists():
         raise LLM2VecError(f"folder {root} does not exist")
@@ -203,17 +209,18 @@ def walk(
             result.skip("symlink_loop", str(folder), "symlink loop (folder already visited), skipped")
             continue
         seen_dirs.add(key)
-        if gitignore and (folder / ".gitignore").is_file():
-            try:
-                text = (folder / ".gitignore").read_text(encoding="utf-8", errors="replace")
-                rules = [*rules, *parse_gitignore(text, rel_dir)]
-            except OSError:
-                pass
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             result.skip("unreadable", str(folder), f"cannot list folder: {exc.strerror or exc}")
             continue
+        if gitignore and any(e.name == ".gitignore" for e in entries):
+            try:  # listed but unreadable (permissions): the folder is walked without its rules, with a warning
+                text = (folder / ".gitignore").read_text(encoding="utf-8", errors="replace")
+                rules = [*rules, *parse_gitignore(text, rel_dir)]
+            except OSError as exc:
+                result.warnings.append((str(folder / ".gitignore"), f"cannot read ({exc.strerror or exc}); "
+                                                                     "its rules are not applied"))
         subdirs = []
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
@@ -224,6 +231,9 @@ def walk(
                 is_dir = False
             if not hidden and entry.name.startswith("."):
                 result.skip("hidden")
+                continue
+            if not follow_symlinks and entry.is_symlink() and not _inside(path, root_path):
+                result.skip("symlink_outside")
                 continue
             if is_dir:
                 if path.resolve() in skip or (gitignore and is_ignored(rules, rel, True)) or _matches(exclude, rel):
@@ -238,6 +248,15 @@ def walk(
         stack.extend(reversed(subdirs))
     result.files.sort(key=lambda c: c.rel)
     return result
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Where the link ``path`` leads (all links resolved) is ``root`` or below it."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return target == root or root in target.parents
 
 
 def _consider(result: WalkResult, path: Path, rel: str, exts: frozenset[str], limit: int,
@@ -274,6 +293,76 @@ def _consider(result: WalkResult, path: Path, rel: str, exts: frozenset[str], li
                     f"{st.st_size / 1e6:.1f} MB is larger than --max-file-mb {limit / 1024 / 1024:g}, skipped")
         return
     result.files.append(Candidate(path, rel, st.st_size, st.st_mtime_ns))
+
+
+# ------------------------------------------------------------------ paths and reading
+def path_key(path: str) -> str:
+    """How a path is stored: itself when it is valid UTF-8 (every normal path, stored as before);
+    else (undecodable bytes, which Python holds as surrogate escapes) its bytes with each
+    undecodable byte and each backslash written ``\\xNN``, which :func:`key_to_path` reverses.
+
+    (A valid UTF-8 name that literally reads like such a key could share its row; none is made
+    by any tool we know.)
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
+
+
+def key_to_path(key: str) -> str:
+    """The path a :func:`path_key` names (exact for the key of every non-UTF-8 path)."""
+    if "\\x" not in key:
+        return key
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), key.encode("utf-8"))
+    try:
+        raw.decode("utf-8")
+        return key  # decodes cleanly: the key of a valid UTF-8 path, stored as it is
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
+
+
+def display_path(path: str) -> str:
+    """A path as it is shown and returned in results: undecodable bytes become U+FFFD."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "replace")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes of argv or a file name) as U+FFFD: the
+    tokenizers and SQLite take only valid Unicode."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+class NotRegularFileError(OSError):
+    """The path is (now) a FIFO, socket, device or folder: reading it could block or never end."""
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file; never blocks on a FIFO swapped in after the walk (``O_NONBLOCK``,
+    then the type is checked on the opened descriptor)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        chunks = []
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            chunks.append(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def content_hash(data: bytes) -> str:

@@ -6,7 +6,10 @@ say where they came from. Undecodable bytes are replaced, never fatal.
 """
 from __future__ import annotations
 
+import logging
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -162,6 +165,8 @@ class _HTMLText(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
+        self.closing = False  # in close(): what is left unterminated is flushed as "data"
+        self.swallow = False  # an unterminated <!-- runs to the end of the document, as in browsers
         self.parts: list[str] = []
         self.length = 0
         self.skip = 0
@@ -181,7 +186,12 @@ class _HTMLText(HTMLParser):
         if self.length and not tail.endswith(want):
             self._emit("\n" if tail.endswith("\n") else want)
 
+    def close(self) -> None:
+        self.closing = True
+        super().close()
+
     def handle_starttag(self, tag: str, attrs) -> None:
+        tag = tag.rsplit("<", 1)[-1]  # "<scr<script>": a stray "<scr", then a real <script>
         if tag == "title":
             self.in_title = True
         elif tag in _SKIP_TAGS:
@@ -195,6 +205,7 @@ class _HTMLText(HTMLParser):
                 self.pre += 1
 
     def handle_endtag(self, tag: str) -> None:
+        tag = tag.rsplit("<", 1)[-1]
         if tag == "title":
             self.in_title = False
         elif tag in _SKIP_TAGS:
@@ -212,6 +223,10 @@ class _HTMLText(HTMLParser):
             self._newline(1)
 
     def handle_data(self, data: str) -> None:
+        if self.closing and data.startswith("<"):
+            self.swallow = True  # an unterminated comment, declaration or tag: not visible text
+        if self.swallow:
+            return
         if self.in_title:
             self.title += data
             return
@@ -244,15 +259,16 @@ def read_pdf(data: bytes) -> Document:
         from pypdf import PdfReader
     except ImportError:
         raise UnreadableFileError("PDF support is not installed: pip install 'llm2vec-rag[pdf]'") from None
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            reader.decrypt("")
-        pages = [(page.extract_text() or "") for page in reader.pages]
-        meta = reader.metadata
-        title = str(meta.title) if meta is not None and meta.title else ""
-    except Exception as exc:  # pypdf raises many types for broken files
-        raise UnreadableFileError(f"cannot read PDF ({type(exc).__name__}: {str(exc)[:120]})") from None
+    with _captured_log("pypdf") as said:  # pypdf logs to stderr without the file's name: kept for the warning
+        try:
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted:
+                reader.decrypt("")
+            pages = [(page.extract_text() or "") for page in reader.pages]
+            meta = reader.metadata
+            title = str(meta.title) if meta is not None and meta.title else ""
+        except Exception as exc:  # pypdf raises many types for broken files
+            raise UnreadableFileError(f"cannot read PDF ({type(exc).__name__}: {str(exc)[:120]})") from None
     parts, sections, offset = [], [], 0
     for number, page in enumerate(pages, 1):
         page = page.replace("\r\n", "\n").replace("\x00", "")
@@ -261,8 +277,32 @@ def read_pdf(data: bytes) -> Document:
         parts.append(page)
         offset += len(page) + 2
     text = "\n\n".join(parts)
+    notes = list(dict.fromkeys(f"PDF: {m}" for m in said))[:5]
     return Document(text, sections or [Section(0, len(text))], title=title, kind="pdf",
-                    extra={"pages": len(pages)})
+                    extra={"pages": len(pages), **({"warnings": notes} if notes else {})})
+
+
+@contextmanager
+def _captured_log(name: str):
+    """Log records and warnings of library ``name`` collected in a list instead of printed."""
+    said: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(" ".join(record.getMessage().split())[:160])
+
+    logger = logging.getLogger(name)
+    handler, propagate = Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield said
+        said.extend(" ".join(str(w.message).split())[:160] for w in caught)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def read_document(path: Path, data: bytes) -> Document:

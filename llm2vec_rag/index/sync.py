@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LLM2VecError
 from .chunk import chunk_document, make_counter
-from .ingest import WalkResult, content_hash, normalise_extensions, walk
+from .ingest import (NotRegularFileError, WalkResult, content_hash, display_path, normalise_extensions, path_key,
+                     read_regular_file, walk)
 from .readers import UnreadableFileError, looks_binary, read_document
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHUNKER_VERSION = 1
 UPDATE_OPTIONS = {"include", "exclude", "extensions", "max_file_mb", "chunk_tokens", "overlap", "batch_size",
-                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter", "ray", "ray_actors", "walked"}
+                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter", "ray", "ray_actors", "walked",
+                  "follow_symlinks"}
 COMMIT_CHUNKS = 256
 
 
@@ -97,6 +99,7 @@ def sync_folder(
     ray: str | bool | None = None,
     ray_actors: int | None = None,
     walked: WalkResult | None = None,
+    follow_symlinks: bool = False,
 ) -> SyncReport:
     """Index ``folder`` into ``index`` incrementally and save; see the module docstring.
 
@@ -134,13 +137,14 @@ def sync_folder(
         log(f"warning: --chunk-tokens {chunk_tokens} is more than the model reads ({max_length}); "
             "chunk ends will be cut off when embedding")
     if walked is None or Path(walked.root) != _walk_root(folder):
-        walked = find_files(folder, index.path, include, exclude, extensions, max_file_mb, hidden, gitignore)
+        walked = find_files(folder, index.path, include, exclude, extensions, max_file_mb, hidden, gitignore,
+                            follow_symlinks)
     found = walked
     report = SyncReport(skipped_reasons=Counter(found.skipped))
     for path, message in found.warnings:
-        report.warnings.append(f"{path}: {message}")
-        log(f"warning: {path}: {message}")
-    root = str(found.root)
+        report.warnings.append(f"{display_path(path)}: {message}")
+        log(f"warning: {display_path(path)}: {message}")
+    root = path_key(str(found.root))
     recorded = index.meta.files_under(root)
     settings = _settings(chunk_tokens, overlap, index.info.get("fingerprint", ""))
     counter_cache: list[Any] = []
@@ -151,8 +155,8 @@ def sync_folder(
         return counter_cache[0]
 
     # A file indexed before that is now too large or unreadable keeps its chunks (with a warning).
-    seen: set[str] = {p for p, reason in found.problems.items()
-                      if reason in {"too_large", "unreadable", "symlink_loop"} and p in recorded}
+    seen: set[str] = {path_key(p) for p, reason in found.problems.items()
+                      if reason in {"too_large", "unreadable", "symlink_loop"} and path_key(p) in recorded}
     pending_rows: list[Any] = []
     pending_files: list[dict[str, Any]] = []
     touch: list[dict[str, Any]] = []
@@ -182,11 +186,17 @@ def sync_folder(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(found.files), desc="Indexing", unit="file", file=sys.stderr)
+        plain_log = log
+
+        def log(message: str) -> None:  # each warning on its own line, the bar redrawn below it
+            with bar.external_write_mode(file=sys.stderr):
+                plain_log(message)
     from .index import ChunkRow
 
     try:
         for cand in found.files:
-            path = str(cand.path)
+            path = path_key(str(cand.path))  # how it is stored (lossless for non-UTF-8 names)
+            shown = display_path(str(cand.path))  # how it is shown (undecodable bytes as U+FFFD)
             seen.add(path)
             old = recorded.get(path)
             if bar is not None:
@@ -195,13 +205,18 @@ def sync_folder(
                 report.unchanged += 1
                 continue
             try:
-                data = cand.path.read_bytes()
+                data = read_regular_file(cand.path)
             except FileNotFoundError:
                 seen.discard(path)
-                _skip(report, log, "vanished", path, "file vanished while indexing, skipped")
+                _skip(report, log, "vanished", shown, "file vanished while indexing, skipped")
+                continue
+            except NotRegularFileError:
+                seen.discard(path)
+                _skip(report, log, "unsupported", shown, "not a regular file any more (a FIFO, device or folder), "
+                                                         "skipped")
                 continue
             except OSError as exc:
-                _skip(report, log, "unreadable", path, f"cannot read ({exc.strerror or exc}), skipped")
+                _skip(report, log, "unreadable", shown, f"cannot read ({exc.strerror or exc}), skipped")
                 continue
             digest = content_hash(data)
             if old and old["content_hash"] == digest and old["settings"] == settings:
@@ -209,30 +224,33 @@ def sync_folder(
                 touch.append({**old, "size": cand.size, "mtime_ns": cand.mtime_ns})
                 continue
             if not data:
-                _skip(report, log, "empty", path, "zero-byte file, skipped")
+                _skip(report, log, "empty", shown, "zero-byte file, skipped")
                 continue
             if looks_binary(data) and cand.path.suffix.lower() != ".pdf":
-                _skip(report, log, "binary", path, "binary content, skipped")
+                _skip(report, log, "binary", shown, "binary content, skipped")
                 continue
             try:
                 doc = read_document(cand.path, data)
             except UnreadableFileError as exc:
-                _skip(report, log, "unreadable", path, f"{exc}, skipped")
+                _skip(report, log, "unreadable", shown, f"{exc}, skipped")
                 continue
+            for message in doc.extra.get("warnings", ()):  # what the reader's library said (pypdf)
+                report.warnings.append(f"{shown}: {message}")
+                log(f"warning: {shown}: {message}")
             if not doc.text.strip():
-                _skip(report, log, "no_text", path, "no text to index, skipped")
+                _skip(report, log, "no_text", shown, "no text to index, skipped")
                 continue
             chunks = chunk_document(doc, counter(), chunk_tokens, overlap)
             mtime = cand.mtime_ns / 1e9
             for c in chunks:
                 pending_rows.append(ChunkRow(
-                    f"{path}#{c.chunk}", c.text, None, file=path, source=path, chunk=c.chunk, heading=c.heading,
+                    f"{path}#{c.chunk}", c.text, None, file=path, source=shown, chunk=c.chunk, heading=c.heading,
                     page=c.page, start=c.start, end=c.end,
-                    metadata={"source": path, "rel": cand.rel, "chunk": c.chunk, "start": c.start, "end": c.end,
+                    metadata={"source": shown, "rel": display_path(cand.rel), "chunk": c.chunk, "start": c.start, "end": c.end,
                               "heading": c.heading, "page": c.page, "title": doc.title, "kind": doc.kind,
                               "mtime": mtime, "content_hash": digest, "chunk_hash": c.hash, "tokens": c.tokens},
                 ))
-            pending_files.append({"path": path, "root": root, "rel": cand.rel, "size": cand.size,
+            pending_files.append({"path": path, "root": root, "rel": path_key(cand.rel), "size": cand.size,
                                   "mtime_ns": cand.mtime_ns, "content_hash": digest, "settings": settings,
                                   "chunks": len(chunks), "indexed_at": time.time()})
             if old:
@@ -288,14 +306,15 @@ def _walk_root(folder: str | os.PathLike[str]) -> Path:
 
 def find_files(folder: str | os.PathLike[str], index_path: str | os.PathLike[str] | None = None,
                include: Sequence[str] = (), exclude: Sequence[str] = (), extensions: Sequence[str] | None = None,
-               max_file_mb: float = 20.0, hidden: bool = False, gitignore: bool = True) -> WalkResult:
+               max_file_mb: float = 20.0, hidden: bool = False, gitignore: bool = True,
+               follow_symlinks: bool = False) -> WalkResult:
     """The files an update would read; an error (changing nothing) when there are none."""
     if extensions is not None and not normalise_extensions(extensions):
         raise LLM2VecError("--ext names no extension (give e.g. --ext md,txt)")
     if max_file_mb <= 0:
         raise LLM2VecError(f"--max-file-mb must be positive, got {max_file_mb}")
     found = walk(folder, include, exclude, extensions, max_file_mb, hidden, gitignore,
-                 skip_dirs=[Path(index_path)] if index_path is not None else [])
+                 skip_dirs=[Path(index_path)] if index_path is not None else [], follow_symlinks=follow_symlinks)
     if not found.files:
         reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(found.skipped.items())) or "it is empty"
         raise LLM2VecError(f"no files to index in {folder} ({reasons}); nothing was changed")
@@ -310,7 +329,7 @@ def check_update(folder: str | os.PathLike[str], index_path: str | os.PathLike[s
     check_chunking(options.get("chunk_tokens"), options.get("overlap"))
     if options.get("ray_actors") is not None and int(options["ray_actors"]) < 1:
         raise LLM2VecError(f"--ray-actors must be at least 1, got {options['ray_actors']}")
-    names = ("include", "exclude", "extensions", "max_file_mb", "hidden", "gitignore")
+    names = ("include", "exclude", "extensions", "max_file_mb", "hidden", "gitignore", "follow_symlinks")
     return find_files(folder, index_path, **{k: options[k] for k in names if k in options})
 
 
