@@ -240,7 +240,8 @@ class LLM2Vec:
             compile=compile,
             doc_max_length=pick(doc_max_length, "doc_max_length", REFERENCE_DOC_MAX_LENGTH if reference_style else None),
             skip_instruction=pick(skip_instruction, "skip_instruction", True),
-            chat_template=chat_template(saved.get("chat_template_for", resolved.name_or_path)),
+            chat_template=(ChatTemplate(**saved["chat_template"]) if isinstance(saved.get("chat_template"), dict)
+                           else chat_template(resolved.name_or_path)),
         )
         encoder.tensor_outputs = reference_style
         # what a worker process needs to load the same encoder (see parallel.py)

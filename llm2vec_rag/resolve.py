@@ -20,7 +20,8 @@ from .runtime import cache_dir
 
 Kind = Literal["embedded", "gguf", "hf-dir", "hub", "llm2vec-dir", "st-dir"]
 
-LLM2VEC_CONFIG = "llm2vec_config.json"
+LLM2VEC_CONFIG = "llm2vec_config.json"  # the reference's settings file (ours too, format 1)
+LLM2VEC_RAG_CONFIG = "llm2vec_rag.json"  # our settings, written by save() (format 2)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -108,6 +109,19 @@ def local_route(adapter_dir: str = "<mntp dir>") -> str:
 
 
 def _resolve_dir(path: Path) -> ResolvedModel:
+    if (path / LLM2VEC_RAG_CONFIG).is_file():
+        try:
+            settings = json.loads((path / LLM2VEC_RAG_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"corrupt {path / LLM2VEC_RAG_CONFIG}: {exc}") from None
+        adapters = [path / a for a in settings.get("adapters", [])]
+        source = path
+        if (path / ADAPTER_CONFIG).is_file():  # the adapter beside the weights: transformers must not apply it too
+            from .adapters import adapter_free_view
+
+            source = adapter_free_view(path)
+        return ResolvedModel(name=settings.get("name", str(path)), kind="llm2vec-dir", source=str(source),
+                             adapters=adapters, settings=settings, tokenizer_source=str(path))
     if (path / LLM2VEC_CONFIG).is_file():
         settings = json.loads((path / LLM2VEC_CONFIG).read_text(encoding="utf-8"))
         if "format_version" in settings or "adapters" in settings:  # written by our save()

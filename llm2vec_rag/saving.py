@@ -1,14 +1,29 @@
-"""Write an encoder as a self-contained directory, plus sentence-transformers descriptors.
+"""Write an encoder as a self-contained directory that the ecosystem reads right, or not at all.
 
-Layout::
+Layout (format 2)::
 
-    llm2vec_config.json          our settings (pooling, max length, instructions, base, adapters)
-    config.json, model.safetensors, tokenizer files     the base weights
-    adapter/                     the unmerged LoRA adapter, when there is one
-    modules.json, config_sentence_transformers.json, sentence_bert_config.json, 1_Pooling/config.json
+    llm2vec_rag.json             our settings (pooling, max length, instructions, adapters, format_version)
+    llm2vec_config.json          the reference's four keys only (llm2vec 0.2.3 passes them to its constructor)
+    config.json, model.safetensors, tokenizer files     the base weights (earlier adapters merged)
+    adapter_config.json, adapter_model.safetensors      the unmerged LoRA adapter, when there is one
 
-The directory is written beside its target and renamed into place, so an
-interrupted save never leaves a half-written model where a good one was.
+Written for three readers:
+
+* **llm2vec 0.2.3** (transformers 4.44, peft 0.12): ``config.json`` carries a top-level
+  ``rope_theta`` and ``torch_dtype`` (4.44 ignores v5's ``rope_parameters`` and would silently use
+  rope_theta 10000), the tokenizer is the generic ``PreTrainedTokenizerFast`` with string BPE
+  merges (tokenizers 0.19), ``adapter_config.json`` holds only keys peft 0.12 knows, and names this
+  directory as its base, so ``LLM2Vec.from_pretrained(dir)`` loads base + adapter as it does for
+  the published checkpoints (benchmarks/parity_reference.py --published measures it).
+* **transformers 5** applies an adapter it finds beside a ``config.json`` on its own.
+* **sentence-transformers** cannot reproduce bidirectional attention without custom code, so for
+  decoders no ``modules.json`` is written: a sentence-transformers load of these files would be a
+  causal model with different pooling (silently wrong vectors). Encoders that are bidirectional
+  already (BERT and the like) get the sentence-transformers files as before.
+
+Format 1 (``llm2vec_config.json`` with ``format_version``, the adapter in ``adapter/``) still loads.
+The directory is written beside its target and renamed into place, so an interrupted save never
+leaves a half-written model where a good one was.
 """
 from __future__ import annotations
 
@@ -16,25 +31,35 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .adapters import base_state_dict, is_peft
-from .bidirectional import clear_bidirectional
-from .resolve import LLM2VEC_CONFIG
+from .adapters import ADAPTER_CONFIG, base_state_dict, is_peft
+from .bidirectional import clear_bidirectional, is_native_bidirectional
+from .resolve import LLM2VEC_CONFIG, LLM2VEC_RAG_CONFIG, REFERENCE_KEYS
 
 if TYPE_CHECKING:
     from .encoder import LLM2Vec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# LoraConfig fields of peft 0.12 (what llm2vec 0.2.3 runs with); it raises on any other key
+PEFT_0_12_LORA_FIELDS = frozenset({
+    "alpha_pattern", "auto_mapping", "base_model_name_or_path", "bias", "fan_in_fan_out", "inference_mode",
+    "init_lora_weights", "layer_replication", "layers_pattern", "layers_to_transform", "loftq_config",
+    "lora_alpha", "lora_dropout", "megatron_config", "megatron_core", "modules_to_save", "peft_type", "r",
+    "rank_pattern", "revision", "runtime_config", "target_modules", "task_type", "use_dora", "use_rslora",
+})
+GENERIC_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # what transformers 4.x and 5 both read
 
 
 def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
+    final = path.resolve()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        adapters = _write_weights(encoder, tmp)
+        adapters = _write_weights(encoder, tmp, final)
         encoder.tokenizer.save_pretrained(tmp)
+        _portable_tokenizer(tmp)
         settings = {
             "format_version": FORMAT_VERSION,
             "name": encoder.name,
@@ -45,12 +70,18 @@ def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
             "document_instruction": encoder.document_instruction,
             "normalize": encoder.normalize,
             "include_special_tokens": encoder.include_special_tokens,
+            "doc_max_length": encoder.doc_max_length,
+            "skip_instruction": encoder.skip_instruction,
             "adapters": adapters,
             "adapter_names": encoder.adapters,
             "dim": encoder.dim,
         }
-        _write_json(tmp / LLM2VEC_CONFIG, settings)
-        _write_sentence_transformers(encoder, tmp)
+        if encoder.chat_template is not None:
+            settings["chat_template"] = {"prefix": encoder.chat_template.prefix, "suffix": encoder.chat_template.suffix}
+        _write_json(tmp / LLM2VEC_RAG_CONFIG, settings)
+        _write_json(tmp / LLM2VEC_CONFIG, reference_config(encoder))
+        if is_native_bidirectional(encoder.model):
+            _write_sentence_transformers(encoder, tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -64,8 +95,19 @@ def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
     return path
 
 
-def _write_weights(encoder: LLM2Vec, out: Path) -> list[str]:
-    """Base weights as safetensors; an unmerged adapter beside them. Returns adapter dirs."""
+def reference_config(encoder: LLM2Vec) -> dict[str, Any]:
+    """llm2vec 0.2.3's ``llm2vec_config.json``: its four keys, meaning what ours mean.
+
+    No ``doc_max_length`` of ours (None) is the reference's ``max_length``: its word cut then never applies.
+    """
+    values = {"pooling_mode": encoder.pooling_mode, "max_length": encoder.max_length,
+              "doc_max_length": encoder.doc_max_length or encoder.max_length,
+              "skip_instruction": encoder.skip_instruction}
+    return {k: values[k] for k in REFERENCE_KEYS}
+
+
+def _write_weights(encoder: LLM2Vec, out: Path, final: Path) -> list[str]:
+    """Base weights as safetensors; an unmerged adapter beside them. Returns adapter dirs (relative)."""
     model = encoder.model
     if not is_peft(model):
         config_had = getattr(model.config, "is_causal", None)
@@ -75,6 +117,7 @@ def _write_weights(encoder: LLM2Vec, out: Path) -> list[str]:
         finally:
             if config_had is not None:
                 model.config.is_causal = config_had
+        _portable_config(out / "config.json")
         return []
     from safetensors.torch import save_file
 
@@ -84,12 +127,68 @@ def _write_weights(encoder: LLM2Vec, out: Path) -> list[str]:
     config = base.config.to_dict()
     config.pop("is_causal", None)
     _write_json(out / "config.json", config)
-    model.save_pretrained(out / "adapter")
-    return ["adapter"]
+    _portable_config(out / "config.json")
+    staged = out / ".adapter"
+    model.save_pretrained(staged)
+    for name in (ADAPTER_CONFIG, "adapter_model.safetensors"):
+        shutil.move(str(staged / name), str(out / name))
+    shutil.rmtree(staged, ignore_errors=True)
+    _portable_adapter_config(out / ADAPTER_CONFIG, base=str(final))
+    return ["."]
+
+
+def _portable_config(path: Path) -> None:
+    """Top-level ``rope_theta`` (and ``rope_scaling``) and ``torch_dtype`` beside v5's spellings, for transformers 4.x."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in config:
+        config["rope_theta"] = rope["rope_theta"]
+        if rope.get("rope_type", "default") != "default" and "rope_scaling" not in config:
+            config["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    if "dtype" in config and "torch_dtype" not in config:
+        config["torch_dtype"] = config["dtype"]
+    _write_json(path, config)
+
+
+def _portable_adapter_config(path: Path, base: str) -> None:
+    """Only keys peft 0.12 knows (others dropped where they hold their default); this directory as the base."""
+    import dataclasses
+
+    from peft import LoraConfig
+
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(LoraConfig)}
+    config = json.loads(path.read_text(encoding="utf-8"))
+    kept = {}
+    for key, value in config.items():  # a newer key at its default is a feature left off: safe to drop
+        if key in PEFT_0_12_LORA_FIELDS or (key in defaults and value != defaults[key]) or key not in defaults:
+            kept[key] = value
+    kept.pop("peft_version", None)
+    kept["base_model_name_or_path"] = base
+    _write_json(path, kept)
+
+
+def _portable_tokenizer(out: Path) -> None:
+    """The generic fast tokenizer class and BPE merges as ``"a b"`` strings: what transformers 4.x / tokenizers 0.19 read."""
+    config_path = out / "tokenizer_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = GENERIC_TOKENIZER_CLASS
+            config.pop("backend", None)
+            _write_json(config_path, config)
+    tok_path = out / "tokenizer.json"
+    if tok_path.is_file():
+        data = json.loads(tok_path.read_text(encoding="utf-8"))
+        merges = (data.get("model") or {}).get("merges")
+        if (isinstance(merges, list) and merges and isinstance(merges[0], list)
+                and all(" " not in a and " " not in b for a, b in merges)):
+            data["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+            tok_path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_sentence_transformers(encoder: LLM2Vec, out: Path) -> None:
-    """So tools reading the sentence-transformers layout find the prompts and the pooling."""
+    """So tools reading the sentence-transformers layout find the prompts and the pooling (encoders only)."""
     mode = encoder.pooling_mode
     _write_json(
         out / "modules.json",

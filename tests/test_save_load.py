@@ -53,15 +53,10 @@ def test_saved_config_is_causal_for_plain_transformers(tiny_encoder, tmp_path):
     assert tiny_encoder.model.config.is_causal is False, "saving must not change the live model"
 
 
-def test_sentence_transformers_files(tiny_encoder, tmp_path):
+def test_no_sentence_transformers_files_for_decoders(tiny_encoder, tmp_path):
+    """sentence-transformers would load them causal with its own pooling: silently wrong vectors."""
     out = tiny_encoder.save(tmp_path / "st")
-    modules = json.loads((out / "modules.json").read_text())
-    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling"]
-    prompts = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]
-    assert prompts == {"query": tiny_encoder.query_instruction + " ", "document": ""}
-    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
-    assert pooling["include_prompt"] is False and pooling["pooling_mode_mean_tokens"] is True
-    assert pooling["word_embedding_dimension"] == 64
+    assert not (out / "modules.json").exists() and not (out / "1_Pooling").exists()
 
 
 def test_overwrite_is_atomic_and_leaves_no_temp_dirs(tiny_encoder, tmp_path):
@@ -96,7 +91,7 @@ def test_save_with_unmerged_adapter_reloads_identical(tiny_model_dir, adapters, 
     a1, a2 = adapters
     enc = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[a1, a2])
     enc.save(tmp_path / "with-adapter")
-    assert (tmp_path / "with-adapter" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "with-adapter" / "adapter_config.json").is_file()
     again = LLM2Vec.from_pretrained(str(tmp_path / "with-adapter"), dtype="float32")
     assert np.allclose(enc.encode(CORPUS[:4]), again.encode(CORPUS[:4]), atol=1e-5)
 

@@ -1,0 +1,101 @@
+"""save() writes what llm2vec 0.2.3 (transformers 4.44, peft 0.12) reads right, and nothing that loads wrong.
+
+The reference itself runs in its own venv (benchmarks/parity_reference.py --published loads our saved
+directory there and compares vectors); here every file is checked against what those versions accept.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from llm2vec_rag import LLM2Vec
+from llm2vec_rag.saving import PEFT_0_12_LORA_FIELDS
+
+from conftest import CORPUS
+from test_save_load import make_adapter
+
+TEXTS = CORPUS[:3] + [["Given a claim, retrieve documents:", "cells divide"]]
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eco-adapters")
+    return make_adapter(tiny_model_dir, root / "a1", seed=1), make_adapter(tiny_model_dir, root / "a2", seed=2)
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_model_dir, adapters, tmp_path_factory):
+    enc = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[str(a) for a in adapters],
+                                  skip_instruction=False, doc_max_length=300, pooling_mode="weighted_mean")
+    out = enc.save(tmp_path_factory.mktemp("eco") / "saved")
+    return enc, out
+
+
+def test_files_the_reference_stack_reads(saved):
+    enc, out = saved
+    reference = json.loads((out / "llm2vec_config.json").read_text())
+    assert reference == {"pooling_mode": "weighted_mean", "max_length": enc.max_length, "doc_max_length": 300,
+                         "skip_instruction": False}, "llm2vec 0.2.3 passes every key to its constructor"
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] and "torch_dtype" in config
+    assert "is_causal" not in config
+    tok = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok["tokenizer_class"] == "PreTrainedTokenizerFast"
+    merges = json.loads((out / "tokenizer.json").read_text())["model"]["merges"]
+    assert merges and all(isinstance(m, str) and len(m.split(" ")) == 2 for m in merges)
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert set(adapter) <= PEFT_0_12_LORA_FIELDS, set(adapter) - PEFT_0_12_LORA_FIELDS
+    assert adapter["base_model_name_or_path"] == str(out.resolve()), "base + adapter in one folder, as published"
+    assert not (out / "modules.json").exists()
+
+
+def test_reload_is_identical_and_keeps_the_reference_settings(saved):
+    enc, out = saved
+    again = LLM2Vec.from_pretrained(str(out), dtype="float32")
+    assert (again.skip_instruction, again.doc_max_length, again.pooling_mode) == (False, 300, "weighted_mean")
+    assert hasattr(again.model, "peft_config"), "the last adapter stays unmerged"
+    assert np.allclose(enc.encode(TEXTS), again.encode(TEXTS), atol=1e-5)
+    assert again.fingerprint() == enc.fingerprint()
+
+
+def test_transformers_alone_reads_the_folder(saved):
+    """transformers 5 finds the adapter beside the weights and applies it (the reference's route too)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    _, out = saved
+    model = AutoModel.from_pretrained(str(out))
+    assert hasattr(model, "peft_config")
+    assert type(AutoTokenizer.from_pretrained(str(out))).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def test_format_1_folders_still_load(saved, tmp_path):
+    """Earlier saves: settings (with format_version) in llm2vec_config.json, the adapter in adapter/."""
+    enc, out = saved
+    old = tmp_path / "format1"
+    shutil.copytree(out, old)
+    (old / "adapter").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.move(str(old / name), str(old / "adapter" / name))
+    settings = json.loads((old / "llm2vec_rag.json").read_text())
+    (old / "llm2vec_rag.json").unlink()
+    (old / "llm2vec_config.json").write_text(json.dumps({**settings, "format_version": 1, "adapters": ["adapter"]}))
+    again = LLM2Vec.from_pretrained(str(old), dtype="float32")
+    assert np.allclose(enc.encode(TEXTS), again.encode(TEXTS), atol=1e-5)
+
+
+def test_bidirectional_encoders_keep_the_sentence_transformers_files(tmp_path):
+    """A BERT-like encoder attends both ways already: sentence-transformers reproduces it, so its files stay."""
+    import transformers
+
+    from conftest import build_tiny_tokenizer
+
+    src = tmp_path / "bert"
+    cfg = transformers.BertConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128)
+    transformers.AutoModel.from_config(cfg).save_pretrained(src)
+    build_tiny_tokenizer().save_pretrained(src)
+    out = LLM2Vec.from_pretrained(str(src), dtype="float32").save(tmp_path / "saved-bert")
+    assert json.loads((out / "modules.json").read_text())[0]["type"].endswith("Transformer")
