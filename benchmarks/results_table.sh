@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every row of docs/results.md: SciFact test nDCG@10 and STS-B test Spearman, same evaluation code.
-# Usage: benchmarks/results_table.sh ROW   (ROW: minilm causal bidir mntp mntp-simcse default simcse-scifact simcse-scifact-default supervised supervised-default)
+# Usage: benchmarks/results_table.sh ROW   (ROW: minilm causal bidir mntp mntp-simcse default simcse-scifact simcse-scifact-default supervised supervised-default weak-scifact-default)
 # Results go to $RUNS/results/<row>_{stsb,scifact}.json; rerunning reuses the retrieval eval's embedding cache.
 # The adapter rows need the runs of benchmarks/train_default.sh (and the training commands below).
 # supervised: 50 steps x 16 pairs (about one epoch of SciFact train), in-batch negatives only: sized
@@ -66,5 +66,15 @@ PY
       >> "$RUNS/supervised-scifact-default.log" 2>&1
     both supervised-default --model $BASE --adapter $W/1-mntp --adapter $W/2-simcse --adapter $W/3-simcse2 \
       --adapter "$RUNS/supervised-scifact-default" ;;
+  weak-scifact-default)  # `train weak` on the SciFact corpus as a folder of Markdown files (no labels), on the default
+    W=llm2vec_rag/weights/smollm2-135m
+    python benchmarks/pairs/corpus_to_folder.py "$DATA/scifact" "$RUNS/scifact-folder"
+    llm2vec-rag train weak "$RUNS/scifact-folder" --model $BASE --adapter $W/1-mntp --adapter $W/2-simcse \
+      --adapter $W/3-simcse2 --output-dir "$RUNS/weak-scifact-default" --steps 100 --batch-size 32 --max-length 128 \
+      --lr 1e-4 --warmup-steps 10 --save-every 5 --log-every 5 --threads 1 --seed 42 --resume --quiet \
+      --instruction "Given a scientific claim, retrieve documents that support or refute the claim:" \
+      >> "$RUNS/weak-scifact-default.log" 2>&1
+    both weak-scifact-default --model $BASE --adapter $W/1-mntp --adapter $W/2-simcse --adapter $W/3-simcse2 \
+      --adapter "$RUNS/weak-scifact-default" ;;
   *) echo "unknown row $1" >&2; exit 2 ;;
 esac

@@ -246,3 +246,18 @@ def test_weak_run_killed_then_resumed_matches_the_uninterrupted_run(tiny_model_d
         assert (a[key] - b[key]).abs().max().item() <= 1e-6, key
     log = [json.loads(line)["step"] for line in (killed / "train_log.jsonl").read_text().splitlines()]
     assert log == list(range(1, steps + 1))
+
+
+def test_resume_counts_a_setting_added_after_the_run_started_as_its_default(tiny_model_dir, tmp_path):
+    pairs = _pairs_file(tmp_path / "pairs.jsonl")
+    out = tmp_path / "run"
+    base = ["train", "supervised", str(pairs), "--output-dir", str(out), "--model", str(tiny_model_dir),
+            "--batch-size", "6", "--max-length", "32", "--bf16", "off", "--threads", "1", "--quiet", "--save-every", "1"]
+    assert CliRunner().invoke(cli, [*base, "--steps", "1"]).exit_code == 0
+    config = json.loads((out / "run_config.json").read_text())
+    del config["cosent_scale"]  # as written by a version without the setting
+    (out / "run_config.json").write_text(json.dumps(config))
+    assert CliRunner().invoke(cli, [*base, "--steps", "2", "--resume"]).exit_code == 0
+    (out / "run_config.json").write_text(json.dumps(config))  # again without it
+    changed = CliRunner().invoke(cli, [*base, "--steps", "3", "--resume", "--cosent-scale", "5"])
+    assert changed.exit_code == 1 and "cosent_scale" in changed.output

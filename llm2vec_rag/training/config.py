@@ -70,7 +70,8 @@ class TrainConfig:
                                 "comma-separated for one split per --eval-data.")
     eval_max_items: int = _f(0, "Evaluate on at most this many pairs / documents (0: all).")
     eval_max_queries: int = _f(0, "BEIR: evaluate on this many queries (a fixed sample), their relevant "
-                                  "documents and distractors up to --eval-max-items documents (0: all).")
+                                  "documents and distractors up to --eval-max-items documents (0: all); "
+                                  "--eval-max-items then caps only those documents, STS sets stay whole.")
     eval_at_start: bool = _f(False, "Evaluate once before the first step (the starting model's figures).")
     quiet: bool = _f(False, "No progress bar on stderr.")
 

@@ -94,7 +94,7 @@ def make_evaluator(config: TrainConfig, tm: TrainingModel, pooling_mode: str = "
         from ..evaluation.sts import evaluate_sts, limit_pairs, load_sts
 
         sts = load_sts(folder, split=split)
-        if limit:
+        if limit and not config.eval_max_queries:  # with a query sample, the cap is the BEIR documents'
             sts = limit_pairs(sts, limit)
 
         def evaluate_sts_set(sts=sts) -> dict[str, float]:
