@@ -160,6 +160,14 @@ def test_pairs_via_cli_with_gradient_caching_scores_sources_and_two_dev_sets(tin
     assert [e["step"] for e in card["evals"]] == [0, 2, 4]
     for entry in card["evals"]:
         assert {"stsb_dev_spearman", "tinybeir_train_q4_ndcg@10"} <= entry.keys()
+    # step 0 is the starting model; with a query sample, --eval-max-items caps only the BEIR documents
+    from llm2vec_rag import LLM2Vec
+    from llm2vec_rag.evaluation.sts import evaluate_sts, limit_pairs, load_sts
+
+    start = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")
+    whole = evaluate_sts(start, load_sts(sts, split="dev"))["spearman"]
+    capped = evaluate_sts(start, limit_pairs(load_sts(sts, split="dev"), 6))["spearman"]
+    assert whole != capped and card["evals"][0]["stsb_dev_spearman"] == pytest.approx(whole, abs=1e-3)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4] and all("eta_s" in e and math.isfinite(e["loss"]) for e in log)
     assert log[-1]["eta_s"] == 0
