@@ -30,6 +30,8 @@ class FaissBackend(VectorBackend):
         self._factory = ""
         self._dirty = False
         self._needs_rebuild = False
+        self._state: tuple | None = None  # (rows_version, generation, ...) a reader's copy matches
+        self._said_behind = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -44,13 +46,34 @@ class FaissBackend(VectorBackend):
         self._dirty = True
 
     def faiss_index(self) -> Any:
-        """The live FAISS index, loaded from its snapshot or rebuilt from SQLite."""
+        """The live FAISS index, loaded from its snapshot or rebuilt from SQLite.
+
+        A reader (not writable) checks at every call that its copy matches the committed state
+        it reads (``rows_version`` and FAISS generation, read inside the caller's SQLite read
+        snapshot, see ``MetaStore.read_snapshot``) and follows when a writer committed more.
+        """
+        if not self.index.writable:
+            return self._reader_view()
         if self._faiss is not None and not self._needs_rebuild:
             return self._faiss
         if self._faiss is None and not self._needs_rebuild:
             self._faiss = self._load()
         if self._faiss is None or self._needs_rebuild:
             self._rebuild()
+        return self._faiss
+
+    def _reader_view(self) -> Any:
+        ix = self.index
+        info = ix.meta.info()
+        state = (info.get("rows_version"), info.get("faiss_generation"), info.get("faiss_rows_version"),
+                 info.get("index_type"))
+        if self._faiss is not None and state == self._state:
+            return self._faiss
+        ix.info = info
+        self._faiss, self._needs_rebuild = self._load(), False
+        if self._faiss is None:
+            self._rebuild()
+        self._state = state
         return self._faiss
 
     def count(self) -> int:
@@ -66,17 +89,26 @@ class FaissBackend(VectorBackend):
         count = ix.meta.count()
         if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
             try:
-                faiss_index = store.read_index(path)
+                faiss_index = store.read_index(path, info.get("faiss_checksum"))
             except Exception as exc:
-                ix._log(f"warning: {path.name} is unreadable ({str(exc).splitlines()[0][:80]}); "
+                ix._log(f"warning: {path.name} is unreadable ({store.faiss_message(exc)[:100]}); "
                         "rebuilding it from the stored vectors")
+                self._dirty = True  # a writer saves a good snapshot, even with nothing else to change
                 return None
             if faiss_index.ntotal == count and faiss_index.d == ix.dim:
                 self._factory = str(info.get("faiss_factory", ""))
                 return store.to_gpu(faiss_index) if not ix.writable else faiss_index
         if count or generation:
-            ix._log("note: the FAISS file does not match the metadata (an interrupted run?): "
-                    "rebuilding it from the stored vectors")
+            if ix.writable:  # the writer holds the lock: nobody else is writing, so a run was cut short
+                ix._log("note: the FAISS file does not match the metadata (an interrupted run?): "
+                        "rebuilding it from the stored vectors")
+            elif info.get("faiss_rows_version") == info.get("rows_version"):
+                ix._log(f"note: {path.name} is missing or does not match the stored chunks: rebuilding it in "
+                        "memory from the stored vectors (the next `llm2vec-rag index` run writes it)")
+            elif not self._said_behind:
+                self._said_behind = True
+                ix._log("note: the FAISS file is behind the stored chunks (an update is running, or one was "
+                        "interrupted): searching a copy built from the stored vectors")
             self._dirty = True
         return None
 
@@ -85,7 +117,13 @@ class FaissBackend(VectorBackend):
         ix = self.index
         info = ix.info
         current = ix.store_path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
-        if info.get("faiss_rows_version") != info.get("rows_version") or (ix.meta.count() and not current.is_file()):
+        bad = current.is_file() and not store.checksum_matches(current, info.get("faiss_checksum"))
+        if bad:
+            ix._log(f"warning: {current.name} does not match its checksum (damaged on disk): "
+                    "rebuilding it from the stored vectors")
+            self.mark_stale()
+        if bad or info.get("faiss_rows_version") != info.get("rows_version") or \
+                (ix.meta.count() and not current.is_file()):
             self.faiss_index()
             self.save()
         keep = ix.store_path / f"vectors-{int(ix.info.get('faiss_generation', 0))}.faiss"
@@ -137,12 +175,12 @@ class FaissBackend(VectorBackend):
             faiss_index = self._faiss
         generation = int(ix.meta.info().get("faiss_generation", 0)) + 1
         target = ix.store_path / f"vectors-{generation}.faiss"
-        store.write_atomic(faiss_index, target, before_rename=lambda: crash_point("faiss-tmp"))
+        checksum = store.write_atomic(faiss_index, target, before_rename=lambda: crash_point("faiss-tmp"))
         crash_point("faiss-renamed")
         with ix.meta.transaction() as conn:
             rows_version = json.loads(conn.execute("SELECT value FROM info WHERE key='rows_version'").fetchone()[0])
             ix.meta.set_info({"faiss_generation": generation, "faiss_rows_version": rows_version,
-                              "faiss_factory": self._factory}, conn)
+                              "faiss_factory": self._factory, "faiss_checksum": checksum}, conn)
         crash_point("generation")
         ix.info = ix.meta.info()
         for old in ix.store_path.glob("vectors-*.faiss*"):

@@ -9,6 +9,7 @@ Layout of an index directory (default ``./.llm2vec-rag``)::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import sqlite3
@@ -36,6 +37,18 @@ from .records import Hit, Record, record_from_row, stable_id
 
 DEFAULT_INDEX_DIR = ".llm2vec-rag"
 Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
+
+
+def _read_snapshot(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a search inside one SQLite read transaction: the rows, the lexical table and the FAISS
+    copy it uses are all of one committed state, whatever a writer commits meanwhile."""
+
+    @functools.wraps(method)
+    def in_snapshot(self: Index, *args: Any, **kwargs: Any) -> Any:
+        with self.meta.read_snapshot():
+            return method(self, *args, **kwargs)
+
+    return in_snapshot
 
 
 class ChunkRow:
@@ -534,6 +547,7 @@ class Index:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([vectors[found[str(i)]] for i in ids])
 
+    @_read_snapshot
     def search(self, query: str, k: int = 10, where: Where = None, instruction: str | None = None,
                mode: str | None = None, alpha: float | None = None, fusion: str | None = None,
                query_vector: Sequence[float] | np.ndarray | None = None) -> list[Hit]:
@@ -585,6 +599,7 @@ class Index:
                                             dense_score=f.dense, lexical_score=f.lexical))
         return hits
 
+    @_read_snapshot
     def search_by_vector(self, vector: Sequence[float] | np.ndarray, k: int = 10, where: Where = None) -> list[Hit]:
         """The ``k`` chunks with the highest cosine similarity to ``vector`` (dense search)."""
         _check_k(k)

@@ -251,6 +251,27 @@ class MetaStore:
                 pass
             raise database_error(exc, self.path, "writing to it") from None
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction (WAL snapshot): every query inside sees the same committed state.
+
+        Nested use (or inside a write transaction) joins the open one.
+        """
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.DatabaseError as exc:
+            raise database_error(exc, self.path) from None
+        try:
+            yield self.conn
+        finally:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                pass
+
     # ------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM info")}

@@ -8,6 +8,7 @@ FAISS file is rebuilt rather than trusted (see ``meta.py``).
 from __future__ import annotations
 
 import errno
+import hashlib
 import math
 import os
 import re
@@ -231,14 +232,40 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(index, path: Path, before_rename: Callable[[], None] | None = None) -> None:
-    """``faiss.write_index`` to a temporary file, fsync, rename into place, fsync the folder."""
+CHECKSUM = "blake2b"
+
+
+def file_checksum(path: Path) -> str:
+    """``blake2b:<hex>`` of a file's bytes (the checksum recorded for each FAISS generation)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{CHECKSUM}:{digest.hexdigest()}"
+
+
+def checksum_matches(path: Path, recorded: str | None) -> bool:
+    """True when nothing was recorded (an index from before checksums) or the file's bytes match."""
+    if not recorded:
+        return True
+    try:
+        return file_checksum(path) == recorded
+    except OSError:
+        return False
+
+
+def write_atomic(index, path: Path, before_rename: Callable[[], None] | None = None) -> str:
+    """``faiss.write_index`` to a temporary file, fsync, rename into place, fsync the folder.
+
+    Returns the file's checksum (see :func:`file_checksum`).
+    """
     faiss = _faiss()
     tmp = path.with_name(path.name + ".tmp")
     try:
         faiss.write_index(to_cpu(index), str(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        checksum = file_checksum(tmp)
     except Exception as exc:  # FAISS reports a full disk as a RuntimeError with a C++ location
         tmp.unlink(missing_ok=True)
         raise _write_error(path, exc) from None
@@ -246,6 +273,7 @@ def write_atomic(index, path: Path, before_rename: Callable[[], None] | None = N
         before_rename()
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+    return checksum
 
 
 def _write_error(path: Path, exc: BaseException) -> LLM2VecError:
@@ -266,9 +294,17 @@ def _write_error(path: Path, exc: BaseException) -> LLM2VecError:
     return LLM2VecError(f"cannot write {path} ({faiss_message(exc)})")
 
 
-def read_index(path: Path):
+def read_index(path: Path, checksum: str | None = None):
+    """The FAISS index in ``path``; with ``checksum``, its bytes are checked first (a mismatch raises)."""
     faiss = _faiss()
-    index = faiss.read_index(str(path))
+    if checksum:
+        data = path.read_bytes()
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if f"{CHECKSUM}:{digest}" != checksum:
+            raise LLM2VecError("its bytes do not match the recorded checksum (damaged on disk)")
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    else:
+        index = faiss.read_index(str(path))
     if not isinstance(index, faiss.IndexIDMap2):
         index = faiss.downcast_index(index)
     configure_search(index)
