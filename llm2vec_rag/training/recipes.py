@@ -250,6 +250,10 @@ def fit_pairs(config: SupervisedConfig, pairs: list[Pair], instruction: str, log
     by_source = dict(sorted(Counter(p.source or "-" for p in pairs).items()))
     log(f"{config.recipe}: {len(pairs)} pairs ({with_negs} with hard negatives, {scored} scored); "
         f"instruction {instruction!r}" + (f"; sources {by_source}" if len(by_source) > 1 else ""))
+    small = [name for name, count in by_source.items() if count < config.batch_size]
+    if small and len(by_source) > 1 and not config.mix_sources:
+        log(f"warning: sources with fewer pairs than a batch of {config.batch_size} are left out: "
+            f"{', '.join(small)} (lower --batch-size or pass --mix-sources)")
     order = BatchOrder(len(pairs), config.batch_size, config.seed, groups=[p.positive_id for p in pairs],
                        sources=None if config.mix_sources else [p.source for p in pairs])
     pad = int(tm.tokenizer.pad_token_id)
