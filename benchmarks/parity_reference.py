@@ -206,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rerun-reference", action="store_true",
                     help="run the reference even when an identical earlier job left its reply")
     ap.add_argument("--table-only", action="store_true", help="rewrite the .md table from the .json, run nothing")
+    ap.add_argument("--published", action="store_true",
+                    help="tiny published-layout checkpoints (-mntp + -supervised) per family instead of SmolLM2")
     args = ap.parse_args(argv)
+    if args.published:
+        return main_published(args)
     if args.table_only:
         md = markdown(json.loads(args.out.read_text(encoding="utf-8"))["rows"])
         args.out.with_suffix(".md").write_text(md, encoding="utf-8")
@@ -318,6 +322,186 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(headline) - len(failed_same)}/{len(headline)} pass on the texts where both sides pool the same tokens"
         + (f"; failing: {failed_same}" if failed_same else ""))
     return 0 if not failed_same else 1
+
+
+# ----------------------------------------------------------------- published layouts
+PUBLISHED_FAMILIES = ("llama", "mistral", "gemma", "qwen2")  # the reference's bidirectional classes
+# (name, settings): every family gets these; the instruct templates run on the llama weights
+PUBLISHED_RUNS = [
+    ("mntp+supervised", {}),
+    ("mntp only", {"supervised": False}),
+    ("skip_instruction=False", {"skip_instruction": False}),
+    ("doc_max_length=24", {"doc_max_length": 24}),
+    ("causal", {"enable_bidirectional": False}),
+    ("bf16", {"dtype": "bfloat16"}),
+]
+TEMPLATE_LAYOUTS = ("llama-llama3instruct", "llama-mistralinstruct")
+SEPARATOR = "!@#$%^&*()"
+
+
+def reference_text_count(enc, item, doc_max_length: int) -> int:
+    """How many trailing tokens the reference pools (``skip_instruction``): the text after its
+    separator, template suffix included, tokenized alone; ours counts from character offsets."""
+    from llm2vec_rag.reference import cut_to_words
+
+    instruction, text = ("", item) if isinstance(item, str) else item
+    text = cut_to_words(enc.tokenizer, text, doc_max_length, enc.max_length)
+    joined = f"{instruction.strip()} {SEPARATOR}{text}" if instruction else f"{SEPARATOR}{text}"
+    if enc.chat_template is not None:
+        joined = enc.chat_template.prefix + joined.strip() + enc.chat_template.suffix
+    after = joined.split(SEPARATOR)[1]
+    return len(enc.tokenizer(after, add_special_tokens=False, truncation=True, max_length=enc.max_length)["input_ids"])
+
+
+def our_text_count(enc, item) -> int:
+    from llm2vec_rag.instructions import tokenize_all
+
+    if enc.doc_max_length is not None:  # the same word cut both sides apply
+        from llm2vec_rag.reference import cut_to_words
+
+        cut = cut_to_words(enc.tokenizer, item if isinstance(item, str) else item[1], enc.doc_max_length,
+                           enc.max_length)
+        item = cut if isinstance(item, str) else [item[0], cut]
+    tok = tokenize_all(enc.tokenizer, [item], enc.max_length, pool_all=not enc.skip_instruction,
+                       template=enc.chat_template)[0]
+    return int(sum(tok.text_mask))
+
+
+def main_published(args) -> int:
+    """Ours vs the reference on tiny published layouts: both load ``-mntp`` + ``-supervised`` the
+    reference's way (``from_pretrained(mntp, peft_model_name_or_path=supervised, ...)``)."""
+    import torch
+
+    from llm2vec_rag import LLM2Vec
+
+    t_start = time.perf_counter()
+    ensure_reference_venv()
+    work = OUT / "parity-published"
+    work.mkdir(parents=True, exist_ok=True)
+    inputs_path = work / "inputs.json"
+    inputs_path.write_text(json.dumps(INPUTS, ensure_ascii=False, indent=1), encoding="utf-8")
+    root = work / "models"
+    runs = []
+    for layout in [*PUBLISHED_FAMILIES, *TEMPLATE_LAYOUTS]:
+        family = layout.split("-")[0]
+        for label, settings in (PUBLISHED_RUNS if layout in PUBLISHED_FAMILIES else [("mntp+supervised", {})]):
+            mntp = root / (f"{family}-mntp" if layout == family else f"llama-mntp-{layout.split('-', 1)[1]}")
+            run = {"name": f"{layout}|{label}", "layout": layout, "mntp": str(mntp),
+                   "supervised": str(root / f"{family}-mntp-supervised") if settings.get("supervised", True) else None,
+                   "pooling_mode": "mean", "skip_instruction": settings.get("skip_instruction", True),
+                   "doc_max_length": settings.get("doc_max_length", 400), "dtype": settings.get("dtype", "float32"),
+                   "enable_bidirectional": settings.get("enable_bidirectional", True)}
+            run["out"] = str(work / f"ref-{run['name'].replace('|', '-').replace(' ', '_').replace('+', '_')}.npy")
+            runs.append(run)
+    log(f"reference: building {len(PUBLISHED_FAMILIES)} families + {len(TEMPLATE_LAYOUTS)} template copies")
+    common = {"root": str(root), "inputs": str(inputs_path), "threads": args.threads, "max_length": 512,
+              "batch_size": args.batch_size}
+    built = run_reference("ref_published.py", {**common, "build": True, "runs": []}, work / "job-build.json",
+                          threads=args.threads)
+    torch.set_num_threads(args.threads)
+    ours_by_name, encoders = {}, {}
+    for run in runs:
+        enc = LLM2Vec.from_pretrained(run["mntp"], peft_model_name_or_path=run["supervised"],
+                                      enable_bidirectional=run["enable_bidirectional"],
+                                      torch_dtype=getattr(torch, run["dtype"]), pooling_mode=run["pooling_mode"],
+                                      skip_instruction=run["skip_instruction"], doc_max_length=run["doc_max_length"])
+        ours_by_name[run["name"]] = enc.encode(INPUTS, batch_size=args.batch_size, convert_to_numpy=True)
+        encoders[run["name"]] = enc
+    # our save(), read by the reference: LLM2Vec.from_pretrained(saved_dir) and nothing else
+    save_runs = []
+    for family in PUBLISHED_FAMILIES:
+        name = f"{family}|mntp+supervised"
+        saved_dir = encoders[name].save(work / "saved" / family)
+        run = {"name": f"{family}|ours saved, reference loads", "layout": family, "mntp": str(saved_dir),
+               "supervised": None, "pooling_mode": "mean", "skip_instruction": True, "doc_max_length": 400,
+               "dtype": "float32", "enable_bidirectional": True, "out": str(work / f"ref-saved-{family}.npy"),
+               "ours_from": name}
+        save_runs.append(run)
+    log(f"reference: {len(runs) + len(save_runs)} runs")
+    reply = run_reference("ref_published.py", {**common, "runs": runs + save_runs}, work / "job.json",
+                          threads=args.threads)
+    reply["meta"]["layouts"] = built.get("layouts")
+    by_name = {r["name"]: r for r in reply["runs"]}
+
+    def reference_is_causal(family: str) -> bool:
+        """The reference's bidirectional vectors equal its own causal ones (its Qwen2BiModel under 4.44)."""
+        a, b = by_name.get(f"{family}|mntp+supervised"), by_name.get(f"{family}|causal")
+        if not (a and b and a["ok"] and b["ok"]):
+            return False
+        c = f"{family}|causal"
+        return bool(row_cosines(np.load(runs[[r["name"] for r in runs].index(c)]["out"]),
+                                np.load(runs[[r["name"] for r in runs].index(f"{family}|mntp+supervised")]["out"])
+                                ).min() > 1 - 1e-9)
+
+    causal_reference = {f: reference_is_causal(f) for f in PUBLISHED_FAMILIES}
+    rows = []
+    for run in runs + save_runs:
+        r = by_name[run["name"]]
+        row = {"config": run["name"], "layout": run["layout"], "dtype": run["dtype"], "ok": r["ok"]}
+        if not r["ok"]:
+            row["error"] = r["error"]
+            rows.append(row)
+            continue
+        key = run.get("ours_from", run["name"])
+        enc, ours = encoders[key], ours_by_name[key]
+        ref = np.load(run["out"])
+        cos = row_cosines(ours, ref)
+        if run["enable_bidirectional"] and causal_reference.get(run["layout"]):
+            row["reference_causal"] = True  # documented: compare with our causal encoder too
+            causal = LLM2Vec.from_pretrained(run["mntp"], peft_model_name_or_path=run["supervised"],
+                                             enable_bidirectional=False, torch_dtype=getattr(torch, run["dtype"]),
+                                             skip_instruction=run["skip_instruction"],
+                                             doc_max_length=run["doc_max_length"])
+            row["cos_min_vs_our_causal"] = float(row_cosines(
+                causal.encode(INPUTS, batch_size=args.batch_size, convert_to_numpy=True), ref).min())
+        docs = [i for i, x in enumerate(INPUTS) if isinstance(x, str)]
+        pairs = [i for i, x in enumerate(INPUTS) if not isinstance(x, str)]
+        same = [i for i in range(len(INPUTS))
+                if not run["skip_instruction"]
+                or reference_text_count(enc, INPUTS[i], run["doc_max_length"]) == our_text_count(enc, INPUTS[i])]
+        row.update({
+            "engine": enc.engine, "reference_class": r.get("model_class"), "template": enc.chat_template is not None,
+            "docs_cos_min": float(cos[docs].min()), "pairs_cos_min": float(cos[pairs].min()),
+            "same_tokens": len(same), "n": len(INPUTS),
+            "same_tokens_cos_min": float(cos[same].min()) if same else None,
+            "differing_pairs": [i for i in pairs if i not in same], "differing_docs": [i for i in docs if i not in same],
+            "docs_pass": bool(cos[[i for i in docs if i in same]].min() >= BAR) if [i for i in docs if i in same] else None,
+        })
+        rows.append(row)
+        log(f"{run['name']}: docs min {row['docs_cos_min']:.6f}, pairs min {row['pairs_cos_min']:.6f}, "
+            f"same-token min {row['same_tokens_cos_min']}")
+    result = {"bar": BAR, "inputs": len(INPUTS), "batch_size": args.batch_size, "max_length": 512,
+              "reference_meta": reply["meta"], "machine": machine_info(),
+              "seconds": round(time.perf_counter() - t_start, 1),
+              "command": "python benchmarks/parity_reference.py --published", "rows": rows}
+    out = RESULTS / "parity_published.json"
+    write_json(out, result)
+    md = markdown_published(rows)
+    out.with_suffix(".md").write_text(md, encoding="utf-8")
+    print(md)
+    failed = [r["config"] for r in rows
+              if not r.get("ok") or (r.get("same_tokens_cos_min", 0) < BAR and not r.get("reference_causal"))]
+    log(f"{len(rows) - len(failed)}/{len(rows)} configurations reach cosine >= {BAR} wherever both sides pool "
+        f"the same tokens" + (f"; failing: {failed}" if failed else ""))
+    return 0 if not failed else 1
+
+
+def markdown_published(rows: list[dict]) -> str:
+    lines = ["| layout | configuration | dtype | docs: min cos | pairs: min cos | texts pooling the same tokens "
+             "| min cos there | texts where the reference pools one token more or less |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        layout, label = r["config"].split("|")
+        if not r["ok"]:
+            lines.append(f"| {layout} | {label} | {r['dtype']} | fails: `{r['error'][:80]}` | - | - | - | - |")
+            continue
+        diff = r["differing_pairs"] + r["differing_docs"]
+        note = (f" (the reference is causal here; vs our causal: {r['cos_min_vs_our_causal']:.6f})"
+                if r.get("reference_causal") else "")
+        lines.append(f"| {layout} | {label}{note} | {r['dtype']} | {r['docs_cos_min']:.6f} | {r['pairs_cos_min']:.6f} "
+                     f"| {r['same_tokens']}/{r['n']} | {r['same_tokens_cos_min']:.6f} "
+                     f"| {len(diff)} ({len(r['differing_pairs'])} pairs, {len(r['differing_docs'])} documents) |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(rows: list[dict]) -> str:
