@@ -15,6 +15,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from .check import check
     from .embed import embed
     from .eval import eval_group
     from .index import index
@@ -23,7 +24,7 @@ def _register() -> None:
     from .serve import serve
     from .train import train_group
 
-    for command in (models, embed, index, search, serve, eval_group, train_group):
+    for command in (models, embed, index, check, search, serve, eval_group, train_group):
         cli.add_command(command)
 
 
