@@ -23,6 +23,7 @@ from conftest import CORPUS, write_tiny_model_dir
 
 TEXTS = CORPUS[:3] + [["Given a claim, retrieve documents:", "cells divide"]]
 HUB_MNTP = "McGill-NLP/LLM2Vec-Tiny-mntp"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def make_lora(model, out, seed, targets=("q_proj", "v_proj", "up_proj")):
@@ -189,7 +190,7 @@ def test_offline_hub_ids_fail_fast_naming_the_local_route(published, tmp_path, m
 
 def _cache_repo(cache, repo_id, files_from):
     """A Hugging Face cache entry for ``repo_id`` holding the files of a local directory."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
+    commit = COMMIT
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     shutil.copytree(files_from, repo / "snapshots" / commit)
     (repo / "refs").mkdir(parents=True)
@@ -208,6 +209,10 @@ def test_hub_ids_in_the_local_cache_load_offline(published, expected, tmp_path, 
     local_only = LLM2Vec.from_pretrained(HUB_MNTP, adapters=[HUB_MNTP + "-supervised"], cache_dir=str(cache),
                                          local_files_only=True, dtype="float32")
     assert close(local_only.encode(TEXTS), expected["both"])
+    pinned = LLM2Vec.from_pretrained(HUB_MNTP, cache_dir=str(cache), revision=COMMIT, dtype="float32")
+    assert close(pinned.encode(TEXTS), expected["mntp"])
+    with pytest.raises(ModelNotFoundError, match="not in the local cache"):
+        LLM2Vec.from_pretrained(HUB_MNTP, cache_dir=str(cache), revision="f" * 40)
 
 
 def test_reference_snippet_runs_unchanged(published):
