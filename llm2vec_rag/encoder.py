@@ -251,8 +251,11 @@ class LLM2Vec:
             "enable_bidirectional": encoder.enable_bidirectional, "adapters": [str(a) for a in extra] or None,
             "merge_adapters": merge_adapters or bool(merge_peft), "query_instruction": encoder.query_instruction,
             "document_instruction": encoder.document_instruction, "compile": encoder.compile,
-            "engine": engine, "doc_max_length": encoder.doc_max_length, "skip_instruction": encoder.skip_instruction,
-            "revision": revision, "cache_dir": hub.cache_dir, "token": token, "local_files_only": local_files_only,
+            "engine": engine, "revision": revision, "cache_dir": hub.cache_dir, "token": token,
+            "local_files_only": local_files_only,
+            # only when set: either keyword makes a worker's call reference-style (other defaults)
+            **({"doc_max_length": encoder.doc_max_length} if encoder.doc_max_length is not None else {}),
+            **({"skip_instruction": False} if not encoder.skip_instruction else {}),
             **({"attn_implementation": attn_implementation} if attn_implementation is not None else {}),
         }
         encoder.engine = chosen

@@ -284,3 +284,15 @@ def test_reference_chat_template_for_instruct_names(tmp_path):
     assert close(got, _manual(enc, sequence, len(f"[INST] {instr} ")), 1e-5), "text and closing tag pooled"
     other = write_tiny_model_dir(tmp_path / "plain")
     assert LLM2Vec.from_pretrained(str(other), dtype="float32").chat_template is None
+
+
+def test_worker_load_spec_reproduces_the_settings(published, tiny_model_dir):
+    """parallel.py loads each worker from load_spec: the same settings, not the reference's defaults."""
+    plain = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32")
+    again = LLM2Vec.from_pretrained(**plain.load_spec)
+    assert (again.doc_max_length, again.skip_instruction, again.tensor_outputs) == (None, True, False)
+    ref = LLM2Vec.from_pretrained(str(published["mntp"]), peft_model_name_or_path=str(published["sup"]),
+                                  skip_instruction=False)
+    worker = LLM2Vec.from_pretrained(**ref.load_spec)
+    assert (worker.doc_max_length, worker.skip_instruction) == (400, False)
+    assert close(worker.encode(TEXTS, convert_to_numpy=True), ref.encode(TEXTS, convert_to_numpy=True))
