@@ -31,11 +31,12 @@ def invoke(runner, *args):
     return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def snapshot(ix):
+def snapshot(ix, encoder=None):
     """What a user can see of an index: its chunks and a search."""
-    with Index.load(ix, FakeEncoder(), log=lambda m: None) as index:
+    encoder = encoder or FakeEncoder()
+    with Index.load(ix, encoder, log=lambda m: None) as index:
         rows = index.meta.conn.execute("SELECT doc_id, text FROM chunks ORDER BY doc_id").fetchall()
-        hits = [h.id for h in index.search_by_vector(FakeEncoder().encode("bake bread oven"), k=3)]
+        hits = [h.id for h in index.search_by_vector(encoder.encode("bake bread oven"), k=3)]
         return rows, hits, index.info["fingerprint"], index.info["index_uuid"]
 
 
@@ -62,17 +63,29 @@ def test_old_index_answers_until_the_rebuild_is_complete(tmp_path):
     docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
     Index.build(docs, path=ix, encoder=FakeEncoder(), progress=False, log=lambda m: None).close()
     before = snapshot(ix)
-    other = make_fake_encoder("fake:32")
+    seen_midway, watching = [], [True]
+
+    class Watching(FakeEncoder):  # looks at the index from outside while the rebuild embeds
+        def encode(self, texts, **options):
+            if watching[0]:
+                seen_midway.append(snapshot(ix) == before)
+            return super().encode(texts, **options)
+
+    other = Watching(dim=32, name="fake:32")
     rebuilding = Index.open(ix, other, rebuild=True, log=lambda m: None)
     try:
-        rebuilding.update(docs, progress=False)
         rebuilding.add_texts(["an extra text only the new index has"], ids=["extra"])
-        assert snapshot(ix) == before  # readers still see the whole old index
-        assert sorted(p.name for p in ix.glob("vectors-*.faiss")) == [f"vectors-{1}.faiss"]
+        assert snapshot(ix) == before  # staged: readers still see the whole old index
+        assert [p.name for p in ix.glob("vectors-*.faiss")] == ["vectors-1.faiss"]
+        rebuilding.update(docs, progress=False, commit_chunks=2)  # update saves when done: swapped in
+        watching[0] = False
+        assert len(seen_midway) > 2 and all(seen_midway)
+        assert snapshot(ix, make_fake_encoder("fake:32"))[2] != before[2]
+        rebuilding.add_texts(["written after the swap"], ids=["after"])  # a normal index from now on
     finally:
         rebuilding.close()
-    with Index.load(ix, other) as index:
-        assert index.dim == 32 and index.get_by_ids(["extra"])
+    with Index.load(ix, make_fake_encoder("fake:32")) as index:
+        assert index.dim == 32 and index.get_by_ids(["extra"]) and index.get_by_ids(["after"])
         assert index.search("bake bread in the oven", k=1)[0].source.endswith("cooking.txt")
         generation = index.info["faiss_generation"]
         assert generation > 1  # continues after the old generation
@@ -142,3 +155,21 @@ def test_kill_during_the_swap(tmp_path, stage):
     q = np.asarray(FakeEncoder().encode("file 3 version 0 paragraph 2"))
     with Index.load(ix, FakeEncoder()) as index:
         assert any(h.source.endswith("doc003.md") for h in index.search_by_vector(q, k=5))  # HNSW: approximate
+
+
+def test_qdrant_rebuild_checks_everything_before_dropping(tmp_path):
+    pytest.importorskip("qdrant_client")
+    from llm2vec_rag.errors import LLM2VecError
+
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    quiet = dict(progress=False, log=lambda m: None)
+    Index.build(docs, path=ix, encoder=FakeEncoder(), backend="qdrant", **quiet).close()
+    for folder, bad in ((docs, {"index_type": "bogus"}), (docs, {"index_type": "ivf-pq"}),
+                        (tmp_path / "missing", {}), (docs, {"chunk_tokens": 0})):
+        with pytest.raises(LLM2VecError):
+            Index.build(folder, path=ix, encoder=make_fake_encoder("fake:32"), rebuild=True, backend="qdrant",
+                        **bad, **quiet)
+    with Index.load(ix, FakeEncoder(), log=lambda m: None) as index:  # the old points are still there
+        assert index.info["backend"] == "qdrant"
+        hits = index.search_by_vector(FakeEncoder().encode("bake bread in the oven"), k=1)
+        assert hits and hits[0].source.endswith("cooking.txt")

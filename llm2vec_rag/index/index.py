@@ -350,7 +350,17 @@ class Index:
         return self.backend.faiss_index()  # type: ignore[attr-defined]
 
     def save(self) -> None:
-        """Make pending vector changes durable (a new FAISS snapshot; Qdrant: record the synced version)."""
+        """Make pending vector changes durable (a new FAISS snapshot; Qdrant: record the synced version).
+
+        On an index opened with ``rebuild=True`` over an existing one, this is also where the
+        complete new index replaces the old one (``update`` saves when it has finished, ``close``
+        saves too); until then the old index is what everybody else sees.
+        """
+        if self._staged and self.writable:
+            if self.backend.pending:
+                self.backend.save()
+            self._swap_in()
+            return
         if not self.backend.pending:
             return
         self._require_writable()
@@ -363,10 +373,8 @@ class Index:
         (see :mod:`llm2vec_rag.index.rebuild`); :meth:`abort` releases without swapping.
         """
         try:
-            if self.writable and self.backend.pending:
+            if self.writable and (self.backend.pending or self._staged):
                 self.save()
-            if self.writable and self._staged:
-                self._swap_in()
         finally:
             try:
                 if self._backend is not None:
