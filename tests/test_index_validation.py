@@ -94,3 +94,13 @@ def test_info_format_is_checked(runner, tmp_path):
     conn.close()
     one_line_error(invoke(runner, "search", "bread", "--index", ix), "format", "newer")
     one_line_error(invoke(runner, "index", docs, "--index", ix, "--quiet"), "format", "newer")
+
+
+def test_index_type_of_an_existing_index_is_checked_before_the_model_loads(runner, tmp_path):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0
+    one_line_error(invoke(runner, "index", docs, "--index", ix, "--model", "no-such-model", "--index-type", "bogus",
+                          "--quiet"), "bogus")
+    (ix / "rebuild-staging").mkdir()  # an unfinished rebuild survives a run that fails its checks
+    one_line_error(invoke(runner, "index", docs, "--index", ix, "--index-type", "IDMap,Flat", "--quiet"), "IDMap")
+    assert (ix / "rebuild-staging").exists()

@@ -182,18 +182,18 @@ class Index:
             exists = (folder / META_FILE).is_file()
             if exists and not rebuild:
                 meta = MetaStore(folder / META_FILE)
-                rebuild_staging.discard_staging(folder, log or _stderr)
                 index = cls(folder, meta, None, lock, log, encoder_options)
+                changes = backend_settings(backend, url, collection, folder, index.info)
+                new_type = index_type if index_type is not None else index.info.get("index_type", "flat")
+                if changes or new_type != index.info.get("index_type"):  # checked before a model loads
+                    check_index_type(changes.get("backend", index.info.get("backend", "faiss")), new_type,
+                                     int(index.info["dim"]))
                 if encoder is None and model is not None:
                     encoder = load_encoder(model, adapters, **_load_options(encoder_options))
                 if encoder is not None:  # else the recorded model, loaded when something needs embedding
                     index._check_encoder(encoder)
                     index._encoder = encoder
-                changes = backend_settings(backend, url, collection, folder, index.info)
-                new_type = index_type if index_type is not None else index.info.get("index_type", "flat")
                 if changes or new_type != index.info.get("index_type"):
-                    check_index_type(changes.get("backend", index.info.get("backend", "faiss")), new_type,
-                                     int(index.info["dim"]))
                     if index_type is not None and index_type != index.info.get("index_type"):
                         index._log(f"note: changing the index type from {index.info.get('index_type')} to "
                                    f"{index_type}: rebuilding the vector index from the stored vectors "
@@ -213,6 +213,7 @@ class Index:
                     with meta.transaction() as conn:
                         meta.set_info({"query_instruction": query_instruction}, conn)
                     index.info = meta.info()
+                rebuild_staging.discard_staging(folder, index._log)  # an unfinished --rebuild nobody resumed
                 index.backend.reconcile()
                 return index
             # Everything is checked (settings, index type at the real dimension, the model) before
