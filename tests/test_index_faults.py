@@ -150,3 +150,10 @@ def test_corrupt_pages_in_the_middle_give_one_line(runner, tmp_path):
         one_line_error(result, "corrupt")
         failed += 1
     assert failed >= 2
+    from fakes import FakeEncoder
+    from llm2vec_rag import Index
+    from llm2vec_rag.errors import IndexFormatError
+
+    with Index.load(ix, FakeEncoder()) as index:  # the Python API: the same error type, with the path
+        with pytest.raises(IndexFormatError, match=f"the index at {ix} is corrupt"):
+            index.search("paragraph", k=200, mode="dense")

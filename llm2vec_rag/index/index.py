@@ -31,7 +31,7 @@ from .ingest import valid_text
 from .hybrid import SearchSettings, fuse, single
 from . import rebuild as rebuild_staging
 from .lock import LOCK_FILE, WriteLock
-from .meta import FORMAT_VERSION, META_FILE, MetaStore
+from .meta import FORMAT_VERSION, META_FILE, MetaStore, database_error
 from .model import encoder_record, load_encoder
 from .records import Hit, Record, record_from_row, stable_id
 
@@ -45,8 +45,11 @@ def _read_snapshot(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def in_snapshot(self: Index, *args: Any, **kwargs: Any) -> Any:
-        with self.meta.read_snapshot():
-            return method(self, *args, **kwargs)
+        try:
+            with self.meta.read_snapshot():
+                return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:  # corrupt pages, I/O errors: one line, with the index's path
+            raise database_error(exc, self.meta.path) from None
 
     return in_snapshot
 
