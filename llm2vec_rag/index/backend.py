@@ -9,6 +9,7 @@ repaired from SQLite on the next open (never by re-embedding).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,7 @@ def check_index_type(backend: str, index_type: str, dim: int | None = None) -> N
 def default_collection(folder: Path) -> str:
     """A collection name that differs between index folders sharing one Qdrant server."""
     folder = Path(folder).expanduser().resolve()
-    digest = hashlib.blake2b(str(folder).encode(), digest_size=4).hexdigest()
+    digest = hashlib.blake2b(os.fsencode(folder), digest_size=4).hexdigest()  # any path, UTF-8 or not
     stem = "".join(ch if ch.isalnum() else "-" for ch in folder.name.strip(".")).strip("-") or "index"
     return f"llm2vec-rag-{stem}-{digest}"
 
