@@ -63,6 +63,7 @@ class BeirData:
     corpus_hash: str
     split: str = "test"
     extra: dict[str, Any] = field(default_factory=dict)
+    corpus_titles: list[str] = field(default_factory=list)  # the lexical side's heading column
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -125,6 +126,7 @@ def load_beir(data_dir: str | os.PathLike[str], split: str = "test", max_docs: i
     if not qrels:
         raise LLM2VecError(f"no query in qrels/{split}.tsv has a relevant document and a text in queries.jsonl")
     docs = {str(r["_id"]): f"{r.get('title') or ''} {r.get('text') or ''}".strip() for r in corpus_rows}
+    titles = {str(r["_id"]): str(r.get("title") or "") for r in corpus_rows}
     ids = list(docs)
     if max_docs is not None:
         if max_docs < 1:
@@ -146,6 +148,7 @@ def load_beir(data_dir: str | os.PathLike[str], split: str = "test", max_docs: i
         qrels=qrels,
         corpus_hash=corpus_hash,
         split=split,
+        corpus_titles=[titles[d] for d in ids],
     )
 
 
@@ -327,13 +330,19 @@ def top_k_scored(query_vectors: np.ndarray, doc_vectors: np.ndarray, k: int,
 
 
 def lexical_corpus(data: BeirData) -> sqlite3.Connection:
-    """An in-memory SQLite with the index's own lexical (FTS5) table over the corpus: the same analysis and BM25."""
+    """An in-memory SQLite with the index's own lexical (FTS5) table over the corpus: the same analysis and BM25.
+
+    A document is stored as ``index`` stores a ``# title`` + text file: the text (title included) in
+    the text column, the title again in the heading column.
+    """
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, text TEXT NOT NULL, heading TEXT NOT NULL DEFAULT '',"
                  " source TEXT NOT NULL DEFAULT '')")
     conn.executescript(lexical.schema())
     with conn:
-        conn.executemany("INSERT INTO chunks(id, text) VALUES (?, ?)", enumerate(data.corpus_texts))
+        titles = data.corpus_titles or [""] * len(data.corpus_texts)
+        conn.executemany("INSERT INTO chunks(id, text, heading) VALUES (?, ?, ?)",
+                         ((i, t, h) for i, (t, h) in enumerate(zip(data.corpus_texts, titles))))
     return conn
 
 
