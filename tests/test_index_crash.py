@@ -57,7 +57,8 @@ def check_consistent(index_dir: Path) -> dict:
         index.meta.conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
         if len(index):  # searchable
             assert index.search("paragraph", k=3)
-            some = index.meta.conn.execute("SELECT id, text FROM chunks ORDER BY id LIMIT 1").fetchone()
+            some = index.meta.conn.execute(  # a chunk with a body word (not a heading-only chunk like "# Doc 3")
+                "SELECT id, text FROM chunks WHERE text LIKE '%w%x%y%' ORDER BY id LIMIT 1").fetchone()
             word = next(w for w in some[1].replace(".", " ").split() if w.startswith("w"))
             lexical_ids = {h.id for h in index.search(word, k=5, mode="lexical")}
             assert index.meta.conn.execute("SELECT doc_id FROM chunks WHERE id = ?", (some[0],)).fetchone()[0] \
