@@ -157,3 +157,12 @@ def test_corrupt_pages_in_the_middle_give_one_line(runner, tmp_path):
     with Index.load(ix, FakeEncoder()) as index:  # the Python API: the same error type, with the path
         with pytest.raises(IndexFormatError, match=f"the index at {ix} is corrupt"):
             index.search("paragraph", k=200, mode="dense")
+
+
+def test_zero_byte_meta_left_by_an_old_failed_create_is_no_index(runner, tmp_path):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    ix.mkdir()
+    (ix / "meta.sqlite").write_bytes(b"")
+    one_line_error(invoke(runner, "search", "bread", "--index", ix), "no index at")
+    result = invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet")
+    assert result.exit_code == 0, result.output

@@ -134,7 +134,7 @@ class Index:
              log: Callable[[str], None] | None = None, **encoder_options: Any) -> Index:
         """An existing index; the recorded model is loaded when a search needs it (unless ``encoder``)."""
         folder = Path(path).expanduser()
-        if not (folder / META_FILE).is_file():
+        if not _has_index(folder):
             hint = "run `llm2vec-rag index FOLDER` first" if folder.name == DEFAULT_INDEX_DIR else \
                 f"run `llm2vec-rag index FOLDER --index {path}` first"
             raise IndexNotFoundError(f"no index at {folder}: {hint}")
@@ -173,7 +173,7 @@ class Index:
             raise LLM2VecError(f"--index {folder} is a file, not a directory")
         # what this call creates is removed again if opening fails: no lone write.lock, no empty meta.sqlite
         created = _first_missing(folder)
-        fresh, had_lock = not (folder / META_FILE).exists(), (folder / LOCK_FILE).exists()
+        fresh, had_lock = not _has_index(folder), (folder / LOCK_FILE).exists()
         folder.mkdir(parents=True, exist_ok=True)
         lock = WriteLock(folder)
         try:
@@ -182,7 +182,7 @@ class Index:
             _remove_created(folder, created, fresh, had_lock)
             raise
         try:
-            exists = (folder / META_FILE).is_file()
+            exists = _has_index(folder)
             if exists and not rebuild:
                 meta = MetaStore(folder / META_FILE)
                 index = cls(folder, meta, None, lock, log, encoder_options)
@@ -748,6 +748,14 @@ def _drop_backend(index: Index) -> None:
     finally:
         if index._backend is not None:
             index._backend.close()
+
+
+def _has_index(folder: Path) -> bool:
+    """A ``meta.sqlite`` with something in it (a zero-byte one, left by a failed create, is no index)."""
+    try:
+        return (folder / META_FILE).stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _first_missing(folder: Path) -> Path | None:
