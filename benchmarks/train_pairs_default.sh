@@ -30,6 +30,6 @@ llm2vec-rag train supervised "$RUN/pairs.jsonl" --model smollm2-135m-base \
   --adapter $W/1-mntp --adapter $W/2-simcse --adapter $W/3-simcse2 \
   --output-dir "$RUN/adapter" --steps 800 --batch-size 96 --mini-batch-size 32 --max-length 64 \
   --negatives-per-query 1 --lr 1e-4 --warmup-steps 20 --seed 42 --threads 1 \
-  --save-every 3 --keep-checkpoints 2 --log-every 1 \
+  --save-every 1 --keep-checkpoints 2 --log-every 1 \
   --eval-every 20 --eval-at-start --eval-data "$DATA/stsb" --eval-data "$DATA/scifact" --eval-split dev,train \
   --eval-max-queries 100 --eval-max-items 400 --resume
