@@ -57,6 +57,38 @@ class Offline:
         return (len(self.docs) + len(self.queries)) / seconds, d, q
 
 
+def engine_only(offline: Offline, rounds: int) -> list[dict]:
+    """No HTTP: the server's engine in this process, every text a request of its own, against offline."""
+    from llm2vec_rag.integrations.server import Engine, Served
+
+    encoder = offline.encoder
+    engine = Engine(lambda: Served(models={"m": encoder})).start()
+    engine.ready.wait()
+    pairs = [("", d) for d in offline.docs] + [(encoder.query_instruction, q) for q in offline.queries]
+    out = []
+    try:
+        for _ in range(rounds):
+            off, _, _ = offline.run()
+            start = time.perf_counter()
+            with engine.hold():  # all queued at once: the engine packs them (as under many clients)
+                futures = [engine.submit_embed("m", [p]) for p in pairs]
+            for f in futures:
+                f.result()
+            packed = len(pairs) / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for p in pairs:  # one at a time (as one client)
+                engine.submit_embed("m", [p]).result()
+            single = len(pairs) / (time.perf_counter() - start)
+            out.append({"offline_texts_per_s": round(off, 2), "packed_texts_per_s": round(packed, 2),
+                        "packed_ratio": round(packed / off, 3), "one_by_one_texts_per_s": round(single, 2),
+                        "one_by_one_ratio": round(single / off, 3)})
+            print(f"  engine only: offline {off:.2f} texts/s, packed {packed:.2f} ({packed / off:.2f}x), "
+                  f"one by one {single:.2f} ({single / off:.2f}x)", file=sys.stderr)
+    finally:
+        engine.stop()
+    return out
+
+
 def start_server(model: str, max_batch_tokens: int) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "llm2vec_rag.cli.main", "serve", "--model", model, "--port", "0",
            "--max-batch-tokens", str(max_batch_tokens)]
@@ -132,6 +164,8 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="cap per client level")
     ap.add_argument("--max-batch-tokens", type=int, default=16384)
+    ap.add_argument("--engine-only", type=int, default=0, metavar="ROUNDS",
+                    help="instead: time the engine in this process (no HTTP) for ROUNDS rounds")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
     args = ap.parse_args()
     if not (DATA / "scifact").is_dir():
@@ -140,6 +174,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below (stops the server)
     offline = Offline(args.model, docs, queries)
     _, want_docs, want_queries = offline.run()
+    if args.engine_only:
+        rounds = engine_only(offline, args.engine_only)
+        out = Path(args.out).with_name("serve_engine.json") if args.out.endswith("serve_load.json") else Path(args.out)
+        write_json(out, {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]), "model": args.model,
+                         "docs": len(docs), "queries": len(queries), "rounds": rounds, "machine": machine_info(),
+                         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
+        return
 
     requests, expected = [], []
     step = args.per_request
