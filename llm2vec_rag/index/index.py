@@ -380,13 +380,7 @@ class Index:
             if self.writable and (self.backend.pending or self._staged):
                 self.save()
         finally:
-            try:
-                if self._backend is not None:
-                    self._backend.close()
-            finally:
-                self.meta.close()
-            if self._lock is not None:
-                self._lock.release()
+            self._release()
 
     def abort(self) -> None:
         """Release the index after a failed write without finishing it.
@@ -397,6 +391,10 @@ class Index:
         if not self._staged:
             self.close()
             return
+        self._release()
+
+    def _release(self) -> None:
+        """Close the backend and SQLite, then give up the write lock (whatever fails on the way)."""
         try:
             if self._backend is not None:
                 self._backend.close()

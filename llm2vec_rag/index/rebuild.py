@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LLM2VecError
+from . import store
 from .faults import crash_point
 from .meta import META_FILE, MetaStore
 
@@ -87,19 +88,6 @@ def _generations(folder: Path) -> list[int]:
     return [int(m.group(1)) for p in Path(folder).glob("vectors-*.faiss") if (m := _GENERATION.fullmatch(p.name))]
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def swap_in(meta: MetaStore, folder: Path) -> None:
     """Make the complete staged index (``meta``, its FAISS file beside it) the live one at ``folder``."""
     folder = Path(folder)
@@ -119,7 +107,7 @@ def swap_in(meta: MetaStore, folder: Path) -> None:
         source = staged / f"vectors-{own}.faiss"
         if own and source.is_file():
             os.replace(source, folder / f"vectors-{target}.faiss")
-            _fsync_dir(folder)
+            store.fsync_dir(folder)
             with meta.transaction() as conn:
                 meta.set_info({"faiss_generation": target}, conn)
         else:  # no snapshot (cannot happen after save): the next writer rebuilds it from the rows

@@ -219,7 +219,8 @@ def remove_ids(index, ids: Iterable[int]) -> bool:
     return True
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: some file systems refuse)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -272,7 +273,7 @@ def write_atomic(index, path: Path, before_rename: Callable[[], None] | None = N
     if before_rename is not None:
         before_rename()
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return checksum
 
 
