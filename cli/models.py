@@ -7,7 +7,7 @@ import click
 
 from llm2vec_rag.embedded import DEFAULT_MODEL, EMBEDDED
 from llm2vec_rag.gguf import cached_dir_for, is_converted
-from llm2vec_rag.runtime import cache_dir
+from llm2vec_rag.runtime import auto_dtype_choice, cache_dir, resolve_device
 
 from .common import json_option
 
@@ -38,9 +38,11 @@ def _status(entry) -> dict:
 def models(as_json: bool) -> None:
     """List the embedded models: installed, cached, size and dimension."""
     rows = [_status(e) for e in EMBEDDED.values()]
+    # what dtype="auto" loads them in on this host, and why (a first call may calibrate, ~1 s, once per host)
+    choice = auto_dtype_choice(resolve_device("auto"))
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row))
+            click.echo(json.dumps({**row, "auto_dtype": choice.dtype, "auto_dtype_reason": choice.reason}))
         return
     click.echo(f"{'name':<16}{'dim':>5}{'size':>8}  {'installed':<10}{'cached':<8}description")
     for r in rows:
@@ -52,3 +54,4 @@ def models(as_json: bool) -> None:
         if not r["installed"]:
             click.echo(f"{'':<16}install: {r['install']}")
     click.echo("* default model")
+    click.echo(f"dtype auto on this host: {choice.describe()}")

@@ -43,7 +43,8 @@ def cache_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX or AVX512-BF16: bf16 is then ~3x faster than fp32."""
+    """True when the CPU has AMX or AVX512-BF16 (bf16 kernels exist; whether they are faster is
+    ``dtype_choice``'s question: ~3x with AMX, anything from 1x without)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             flags = fh.read()
@@ -68,16 +69,30 @@ _DTYPES = {
 }
 
 
+def auto_dtype_choice(device: torch.device):
+    """What ``auto`` means on ``device``, with the reason (a ``dtype_choice.DtypeChoice``).
+
+    CUDA: bf16 where supported, else fp16. CPU: bf16 only where this host runs it measurably faster
+    (AMX, or a once-per-host calibration; see ``dtype_choice``), fp32 otherwise.
+    """
+    from .dtype_choice import DtypeChoice, auto_cpu_dtype
+
+    if device.type == "cuda":
+        import torch
+
+        bf16 = torch.cuda.is_bf16_supported()
+        return DtypeChoice("bfloat16" if bf16 else "float16", "CUDA" + ("" if bf16 else " without bf16"))
+    return auto_cpu_dtype()
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32."""
+    """``auto``: see ``auto_dtype_choice``; a name (float32, bf16, ...) is that dtype."""
     import torch
 
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        return getattr(torch, auto_dtype_choice(device).dtype)
     try:
         return getattr(torch, _DTYPES[str(dtype).lower()])
     except KeyError:

@@ -9,6 +9,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/huggingface_hub import
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# dtype="auto" fixed per host by its flags, so no test pays the bf16/fp32 calibration
+# (tests/test_dtype_choice.py tests the decision itself, with this unset)
+if "LLM2VEC_RAG_DTYPE" not in os.environ:
+    from llm2vec_rag.runtime import cpu_has_fast_bf16  # noqa: E402
+
+    os.environ["LLM2VEC_RAG_DTYPE"] = "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 from pathlib import Path  # noqa: E402
 

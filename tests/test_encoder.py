@@ -135,12 +135,11 @@ def test_bad_settings_are_clear_errors(tiny_model_dir, tiny_encoder):
         tiny_encoder.encode(["a"], batch_size=0)
 
 
-def test_dtype_auto_follows_cpu_bf16_support(monkeypatch):
-    from llm2vec_rag import runtime
-
-    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+def test_dtype_auto_follows_the_host_choice(monkeypatch):
+    # the decision itself (AMX, calibration, cache) is tested in test_dtype_choice.py
+    monkeypatch.setenv("LLM2VEC_RAG_DTYPE", "bfloat16")
     assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setenv("LLM2VEC_RAG_DTYPE", "float32")
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
 
