@@ -138,8 +138,8 @@ class Engine:
             self._stopping = True
             self._held = 0
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is not None:  # a load in progress is not waited for (the thread is a daemon)
+            self._thread.join(timeout if self.state != "loading" else 0.1)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
