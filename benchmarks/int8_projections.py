@@ -9,6 +9,7 @@ Variants, all on the native engine's ``Linear`` modules of ``smollm2-135m``:
   ``torch._int_mm`` (int8 x int8 -> int32, VNNI) then both scales: real kernel, real speed.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_projections.py --docs 32 --rounds 2
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_projections.py --kernels   # per projection
 
 Writes benchmarks/results/int8_projections-<host>.json. Runs alternate; cosine is to the fp32 vectors.
 """
@@ -79,14 +80,72 @@ def w8a8(enc) -> int:
     return n
 
 
+def kernels() -> dict:
+    """Per-projection milliseconds (best of 5): prepacked fp32/bf16 ``Linear``, torch's weight-only int8
+    kernel (bf16 activations), and per-token W8A8 with ``torch._int_mm`` including the casts."""
+    import torch
+
+    from llm2vec_rag.native import Linear
+
+    def best(f, n=5):
+        f()
+        out = float("inf")
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f()
+            out = min(out, time.perf_counter() - t0)
+        return out * 1e3
+
+    rows = []
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for d_in, d_out in ((576, 576), (576, 1536), (1536, 576)):
+            for tokens in (128, 512):
+                w = torch.randn(d_out, d_in) * d_in ** -0.5
+                row = {"shape": [tokens, d_in, d_out]}
+                for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                    lin = Linear(d_in, d_out, bias=False)
+                    lin.weight.copy_(w)
+                    lin = lin.to(dt)
+                    lin.prepack = True
+                    x = torch.randn(tokens, d_in).to(dt)
+                    row[f"{name}_ms"] = best(lambda lin=lin, x=x: lin(x))
+                q, s = int8_weights(w)
+                xb = torch.randn(tokens, d_in).to(torch.bfloat16)
+                row["w8_weight_only_bf16_ms"] = best(
+                    lambda: torch.ops.aten._weight_int8pack_mm(xb, q, s.to(torch.bfloat16)))
+                qt, x = q.t().contiguous(), torch.randn(tokens, d_in)
+
+                def w8a8():
+                    sx = x.abs().amax(dim=1, keepdim=True) / 127
+                    return torch._int_mm(torch.round(x / sx).to(torch.int8), qt).float() * sx * s
+
+                row["w8a8_per_token_ms"] = best(w8a8)
+                rows.append(row)
+                log(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    return {"kernels": rows}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--kernels", action="store_true", help="only the per-projection kernel timings")
     args = ap.parse_args()
 
     import torch
+
+    if args.kernels:
+        from llm2vec_rag.dtype_choice import read_host_cpu
+
+        host = read_host_cpu()
+        out = Path(__file__).resolve().parent / "results" / f"int8_kernels-{'amx' if host.amx else 'no-amx'}.json"
+        write_json(out, {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_projections.py --kernels",
+                         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "machine": {**machine_info(), "flags": list(host.flags), "threads": torch.get_num_threads()},
+                         **kernels()})
+        return 0
 
     from llm2vec_rag import LLM2Vec
     from llm2vec_rag.dtype_choice import read_host_cpu
