@@ -66,7 +66,7 @@ def test_embed_file_to_npy_with_query(runner, tiny_model_dir, tmp_path):
     "args, message",
     [
         (["embed", "-m", "gpt-17"], "error: unknown model 'gpt-17'"),
-        (["embed", "-m", "org/model"], "error: cannot load 'org/model' from the Hugging Face Hub"),
+        (["embed", "-m", "org/model"], "error: cannot load model 'org/model' from the Hugging Face Hub"),
     ],
 )
 def test_errors_are_one_line_without_traceback(runner, args, message):
