@@ -5,22 +5,9 @@ import json
 import sqlite3
 
 import pytest
-from click.testing import CliRunner
 
-from fakes import FACTORY
-from llm2vec_rag.cli.main import cli
-from llm2vec_rag.index.model import FACTORY_ENV
 from test_index import write_docs
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.setenv(FACTORY_ENV, FACTORY)
-    return CliRunner()
-
-
-def invoke(runner, *args):
-    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from test_search_cli import invoke, runner  # noqa: F401  (runner is a fixture)
 
 
 @pytest.fixture

@@ -11,31 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from fakes import FACTORY
-from llm2vec_rag.cli.main import cli
-from llm2vec_rag.index.model import FACTORY_ENV
 from test_index import write_docs
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.setenv(FACTORY_ENV, FACTORY)
-    return CliRunner()
-
-
-def invoke(runner, *args):
-    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+from test_search_cli import invoke, one_line_error, runner  # noqa: F401  (runner is a fixture)
 
 
 @pytest.fixture

@@ -10,25 +10,13 @@ import signal
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from fakes import FACTORY, FakeEncoder, make_fake_encoder
+from fakes import FakeEncoder, make_fake_encoder
 from llm2vec_rag import Index
-from llm2vec_rag.cli.main import cli
-from llm2vec_rag.index.model import FACTORY_ENV
 from llm2vec_rag.index.rebuild import STAGING_DIR
 from test_index import write_docs
+from test_search_cli import invoke, runner  # noqa: F401  (runner is a fixture)
 from test_index_crash import check_consistent, run_index, write_corpus
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.setenv(FACTORY_ENV, FACTORY)
-    return CliRunner()
-
-
-def invoke(runner, *args):
-    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def snapshot(ix, encoder=None):

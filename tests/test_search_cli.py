@@ -28,10 +28,14 @@ def invoke(runner, *args):
     return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def one_line_error(result, fragment):
+def one_line_error(result, *fragments):
+    """The command failed with exit 1 and exactly one ``error: ...`` line holding every fragment; returns it."""
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 def test_index_then_search_from_the_same_place(runner, docs, tmp_path, monkeypatch):
