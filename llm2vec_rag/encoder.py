@@ -172,13 +172,17 @@ class LLM2Vec:
         ``torch_dtype``, ``device_map``, ``doc_max_length`` or ``skip_instruction`` also takes the
         reference's defaults: float32, ``doc_max_length=400``, and ``encode`` returning torch tensors.
         """
-        # the reference's positional order is (base, peft, merge_peft, enable_bidirectional)
+        # the reference's positional order is (base, peft, merge_peft, enable_bidirectional): a model path
+        # second is the peft adapter; a bool third is merge_peft whatever the second (None included);
+        # the fourth, enable_bidirectional, is the same in both orders
         if pooling_mode is not None and pooling_mode not in POOLING_MODES and _looks_like_model(pooling_mode):
             if peft_model_name_or_path is not None:
                 raise LLM2VecError("peft_model_name_or_path given twice (second positional argument and keyword)")
             peft_model_name_or_path, pooling_mode = pooling_mode, None
-            if isinstance(max_length, bool):
-                merge_peft, max_length = max_length, None
+        if isinstance(max_length, bool):  # never a length: the reference's merge_peft
+            if merge_peft is not None:
+                raise LLM2VecError("merge_peft given twice (third positional argument and keyword)")
+            merge_peft, max_length = bool(max_length), None
         if base_model_name_or_path is not None:
             if model is not None:
                 raise LLM2VecError("give the model once: model or base_model_name_or_path, not both")
@@ -214,7 +218,10 @@ class LLM2Vec:
         if peft_model_name_or_path is not None:
             extra_specs.insert(0, peft_model_name_or_path)
         extra = [resolve_adapter(a, hub) for a in extra_specs]
-        for adapter_dir in extra:  # the reference reads llm2vec_config.json in the adapter directory
+        # llm2vec_config.json: the reference reads the adapter directory's when given one, else the model folder's
+        if not extra:
+            saved.update(resolved.reference_settings)
+        for adapter_dir in extra:
             saved.update(read_reference_settings(adapter_dir))
         all_adapters = [*resolved.adapters, *extra]
         chosen = choose_engine(engine, resolved, all_adapters)
@@ -430,11 +437,23 @@ class LLM2Vec:
         return self._fingerprint
 
     # ----------------------------------------------------------------- saving
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a self-contained directory that :meth:`from_pretrained` reloads to identical vectors."""
+    def save(self, path: str | os.PathLike[str], merge_before_save: bool = False, save_config: bool = True) -> Path:
+        """Write a self-contained directory that :meth:`from_pretrained` reloads to identical vectors.
+
+        The two keywords mean what they mean in llm2vec 0.2.3: ``merge_before_save`` merges an
+        unmerged adapter into this encoder's model (for good, as the reference does) and saves the merged
+        weights; ``save_config=False`` writes the weights and tokenizer only, with none of the settings
+        files (a reload then takes the defaults).
+        """
+        from .adapters import is_peft
         from .saving import save_encoder
 
-        return save_encoder(self, Path(path))
+        if merge_before_save and is_peft(self.model):
+            self.model = self.model.merge_and_unload()
+            self._fingerprint = None  # the parameter names changed (the hash of the weights barely)
+            if self.load_spec is not None:
+                self.load_spec["merge_adapters"] = True
+        return save_encoder(self, Path(path), settings=save_config)
 
     def __repr__(self) -> str:
         return (

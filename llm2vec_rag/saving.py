@@ -51,7 +51,8 @@ PEFT_0_12_LORA_FIELDS = frozenset({
 GENERIC_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # what transformers 4.x and 5 both read
 
 
-def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
+def save_encoder(encoder: LLM2Vec, path: Path, settings: bool = True) -> Path:
+    """Write ``encoder`` to ``path``; without ``settings`` only the weights and tokenizer (the reference's ``save_config=False``)."""
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     final = path.resolve()
@@ -60,28 +61,8 @@ def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
         adapters = _write_weights(encoder, tmp, final)
         encoder.tokenizer.save_pretrained(tmp)
         _portable_tokenizer(tmp)
-        settings = {
-            "format_version": FORMAT_VERSION,
-            "name": encoder.name,
-            "pooling_mode": encoder.pooling_mode,
-            "max_length": encoder.max_length,
-            "enable_bidirectional": encoder.enable_bidirectional,
-            "query_instruction": encoder.query_instruction,
-            "document_instruction": encoder.document_instruction,
-            "normalize": encoder.normalize,
-            "include_special_tokens": encoder.include_special_tokens,
-            "doc_max_length": encoder.doc_max_length,
-            "skip_instruction": encoder.skip_instruction,
-            "adapters": adapters,
-            "adapter_names": encoder.adapters,
-            "dim": encoder.dim,
-        }
-        if encoder.chat_template is not None:
-            settings["chat_template"] = {"prefix": encoder.chat_template.prefix, "suffix": encoder.chat_template.suffix}
-        _write_json(tmp / LLM2VEC_RAG_CONFIG, settings)
-        _write_json(tmp / LLM2VEC_CONFIG, reference_config(encoder))
-        if is_native_bidirectional(encoder.model):
-            _write_sentence_transformers(encoder, tmp)
+        if settings:
+            _write_settings(encoder, tmp, adapters)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -93,6 +74,32 @@ def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _write_settings(encoder: LLM2Vec, out: Path, adapters: list[str]) -> None:
+    """Our settings, the reference's four keys, and the sentence-transformers files."""
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "name": encoder.name,
+        "pooling_mode": encoder.pooling_mode,
+        "max_length": encoder.max_length,
+        "enable_bidirectional": encoder.enable_bidirectional,
+        "query_instruction": encoder.query_instruction,
+        "document_instruction": encoder.document_instruction,
+        "normalize": encoder.normalize,
+        "include_special_tokens": encoder.include_special_tokens,
+        "doc_max_length": encoder.doc_max_length,
+        "skip_instruction": encoder.skip_instruction,
+        "adapters": adapters,
+        "adapter_names": encoder.adapters,
+        "dim": encoder.dim,
+    }
+    if encoder.chat_template is not None:
+        settings["chat_template"] = {"prefix": encoder.chat_template.prefix, "suffix": encoder.chat_template.suffix}
+    _write_json(out / LLM2VEC_RAG_CONFIG, settings)
+    _write_json(out / LLM2VEC_CONFIG, reference_config(encoder))
+    if is_native_bidirectional(encoder.model):
+        _write_sentence_transformers(encoder, out)
 
 
 def reference_config(encoder: LLM2Vec) -> dict[str, Any]:

@@ -99,3 +99,26 @@ def test_bidirectional_encoders_keep_the_sentence_transformers_files(tmp_path):
     build_tiny_tokenizer().save_pretrained(src)
     out = LLM2Vec.from_pretrained(str(src), dtype="float32").save(tmp_path / "saved-bert")
     assert json.loads((out / "modules.json").read_text())[0]["type"].endswith("Transformer")
+
+
+def test_reference_save_keywords(tiny_model_dir, adapters, tmp_path):
+    """llm2vec 0.2.3's save(output_path, merge_before_save=False, save_config=True), with its meaning."""
+    enc = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[str(a) for a in adapters])
+    before = enc.encode(TEXTS)
+    assert hasattr(enc.model, "peft_config")
+    out = enc.save(tmp_path / "merged", merge_before_save=True)
+    assert not (out / "adapter_config.json").exists() and not hasattr(enc.model, "peft_config"), \
+        "merged for good, as the reference does"
+    assert np.allclose(enc.encode(TEXTS), before, atol=1e-4)
+    again = LLM2Vec.from_pretrained(str(out), dtype="float32")
+    assert np.allclose(again.encode(TEXTS), before, atol=1e-4) and again.fingerprint() == enc.fingerprint()
+    # the reference's positional order, and no settings files: a reload takes the defaults
+    custom = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[str(adapters[0])],
+                                     pooling_mode="weighted_mean")
+    bare = custom.save(tmp_path / "bare", False, False)
+    assert not (bare / "llm2vec_config.json").exists() and not (bare / "llm2vec_rag.json").exists()
+    assert (bare / "adapter_config.json").exists(), "merge_before_save=False keeps the adapter"
+    reloaded = LLM2Vec.from_pretrained(str(bare), dtype="float32")
+    assert reloaded.pooling_mode == "mean"
+    same_settings = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[str(adapters[0])])
+    assert np.allclose(reloaded.encode(TEXTS), same_settings.encode(TEXTS), atol=1e-5)
