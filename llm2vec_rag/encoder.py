@@ -306,20 +306,7 @@ class LLM2Vec:
             raise LLM2VecError(f"batch_size must be at least 1, got {batch_size}")
         if device is not None and torch.device(device) != self.device:
             self.model.to(torch.device(device))
-        for i, item in enumerate(items):
-            split_input(item, i)  # TypeError naming the position, before any work
-        if self.doc_max_length is not None:
-            items = [self._cut(item) for item in items]
-        tokenized = tokenize_all(
-            self.tokenizer,
-            items,
-            self.max_length,
-            append_eos=self.pooling_mode == "eos_token",
-            prepend_bos=self.pooling_mode == "bos_token",
-            include_special_tokens=self.include_special_tokens,
-            pool_all=not self.skip_instruction,
-            template=self.chat_template,
-        )
+        tokenized = self.tokenize_inputs(items)
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         slot = TOKENS_PER_BATCH_SLOT.get(self.device.type, TOKENS_PER_BATCH_SLOT["default"])
         budget = max_batch_tokens if max_batch_tokens is not None else batch_size * slot
@@ -346,6 +333,23 @@ class LLM2Vec:
         if convert_to_numpy is None:
             convert_to_numpy = not self.tensor_outputs
         return out.numpy() if convert_to_numpy else out
+
+    def tokenize_inputs(self, items: Sequence[Any]) -> list[Tokenized]:
+        """Token ids and pooled-token masks of strings / ``[instruction, text]`` pairs, as :meth:`encode` runs them."""
+        for i, item in enumerate(items):
+            split_input(item, i)  # TypeError naming the position, before any work
+        if self.doc_max_length is not None:
+            items = [self._cut(item) for item in items]
+        return tokenize_all(
+            self.tokenizer,
+            items,
+            self.max_length,
+            append_eos=self.pooling_mode == "eos_token",
+            prepend_bos=self.pooling_mode == "bos_token",
+            include_special_tokens=self.include_special_tokens,
+            pool_all=not self.skip_instruction,
+            template=self.chat_template,
+        )
 
     def _cut(self, item: Any) -> Any:
         """The reference's ``doc_max_length``: the text (not the instruction) cut by words."""
@@ -475,6 +479,14 @@ def forward_batch(
     The one forward pass behind :meth:`LLM2Vec.encode` (which wraps it in
     ``inference_mode``) and the training losses (which need its gradients).
     """
+    if device is None:
+        device = next(model.parameters()).device
+    features = {k: v.to(device) for k, v in pad_batch(batch, pad_token_id).items()}
+    return pool(forward_padded(model, features), features["text_mask"], features["attention_mask"], pooling_mode)
+
+
+def pad_batch(batch: Sequence[Tokenized], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` and the pooled ``text_mask``."""
     width = max(len(t.ids) for t in batch)
     ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -485,15 +497,13 @@ def forward_batch(
         attention[row, width - n :] = 1
         text_mask[row, width - n :] = torch.tensor(t.text_mask, dtype=torch.long)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    if device is None:
-        device = next(model.parameters()).device
-    outputs = model(
-        input_ids=ids.to(device),
-        attention_mask=attention.to(device),
-        position_ids=positions.to(device),
-    )
-    hidden = outputs.last_hidden_state
-    return pool(hidden, text_mask.to(device), attention.to(device), pooling_mode)
+    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "text_mask": text_mask}
+
+
+def forward_padded(model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The last hidden states of a :func:`pad_batch` batch (already on the model's device)."""
+    return model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
+                 position_ids=features["position_ids"]).last_hidden_state
 
 
 # transformers keywords the reference passes on to the model load, and that we pass on too

@@ -16,10 +16,13 @@ Written for three readers:
   directory as its base, so ``LLM2Vec.from_pretrained(dir)`` loads base + adapter as it does for
   the published checkpoints (benchmarks/parity_reference.py --published measures it).
 * **transformers 5** applies an adapter it finds beside a ``config.json`` on its own.
-* **sentence-transformers** cannot reproduce bidirectional attention without custom code, so for
-  decoders no ``modules.json`` is written: a sentence-transformers load of these files would be a
-  causal model with different pooling (silently wrong vectors). Encoders that are bidirectional
-  already (BERT and the like) get the sentence-transformers files as before.
+* **sentence-transformers** cannot reproduce bidirectional attention without custom code, and its
+  own ``Transformer`` module would load a decoder causal with its pooling (silently wrong vectors).
+  So for decoders ``modules.json`` names one module, ``llm2vec_rag.integrations.sentence_transformers
+  .LLM2VecModule`` (this package's encoder: same vectors), which sentence-transformers 6 imports only
+  with ``trust_remote_code=True`` and which fails to import without this package: a clear error,
+  never a wrong load. Encoders that are bidirectional already (BERT and the like) get the standard
+  sentence-transformers files (Transformer, Pooling, Normalize).
 
 Format 1 (``llm2vec_config.json`` with ``format_version``, the adapter in ``adapter/``) still loads.
 The directory is written beside its target and renamed into place, so an interrupted save never
@@ -49,6 +52,7 @@ PEFT_0_12_LORA_FIELDS = frozenset({
     "rank_pattern", "revision", "runtime_config", "target_modules", "task_type", "use_dora", "use_rslora",
 })
 GENERIC_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # what transformers 4.x and 5 both read
+ST_MODULE = "llm2vec_rag.integrations.sentence_transformers.LLM2VecModule"  # a decoder's one ST module
 
 
 def save_encoder(encoder: LLM2Vec, path: Path, settings: bool = True) -> Path:
@@ -100,6 +104,9 @@ def _write_settings(encoder: LLM2Vec, out: Path, adapters: list[str]) -> None:
     _write_json(out / LLM2VEC_CONFIG, reference_config(encoder))
     if is_native_bidirectional(encoder.model):
         _write_sentence_transformers(encoder, out)
+    else:
+        _write_json(out / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE}])
+        _write_st_prompts(encoder, out)
 
 
 def reference_config(encoder: LLM2Vec) -> dict[str, Any]:
@@ -209,16 +216,7 @@ def _write_sentence_transformers(encoder: LLM2Vec, out: Path) -> None:
             ),
         ],
     )
-    query_prompt = encoder.query_instruction.strip() + " " if encoder.query_instruction.strip() else ""
-    doc_prompt = encoder.document_instruction.strip() + " " if encoder.document_instruction.strip() else ""
-    _write_json(
-        out / "config_sentence_transformers.json",
-        {
-            "prompts": {"query": query_prompt, "document": doc_prompt},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        },
-    )
+    _write_st_prompts(encoder, out)
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": encoder.max_length, "do_lower_case": False})
     _write_json(
         out / "1_Pooling" / "config.json",
@@ -235,6 +233,19 @@ def _write_sentence_transformers(encoder: LLM2Vec, out: Path) -> None:
     )
     if encoder.normalize:
         (out / "2_Normalize").mkdir(exist_ok=True)
+
+
+def _write_st_prompts(encoder: LLM2Vec, out: Path) -> None:
+    query_prompt = encoder.query_instruction.strip() + " " if encoder.query_instruction.strip() else ""
+    doc_prompt = encoder.document_instruction.strip() + " " if encoder.document_instruction.strip() else ""
+    _write_json(
+        out / "config_sentence_transformers.json",
+        {
+            "prompts": {"query": query_prompt, "document": doc_prompt},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    )
 
 
 def _write_json(path: Path, data: object) -> None:

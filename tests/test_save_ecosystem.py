@@ -49,7 +49,9 @@ def test_files_the_reference_stack_reads(saved):
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert set(adapter) <= PEFT_0_12_LORA_FIELDS, set(adapter) - PEFT_0_12_LORA_FIELDS
     assert adapter["base_model_name_or_path"] == str(out.resolve()), "base + adapter in one folder, as published"
-    assert not (out / "modules.json").exists()
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"] for m in modules] == ["llm2vec_rag.integrations.sentence_transformers.LLM2VecModule"], \
+        "a decoder gets our module, never sentence-transformers' causal Transformer"
 
 
 def test_reload_is_identical_and_keeps_the_reference_settings(saved):
@@ -122,3 +124,35 @@ def test_reference_save_keywords(tiny_model_dir, adapters, tmp_path):
     assert reloaded.pooling_mode == "mean"
     same_settings = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[str(adapters[0])])
     assert np.allclose(reloaded.encode(TEXTS), same_settings.encode(TEXTS), atol=1e-5)
+
+
+def test_sentence_transformers_loads_our_vectors_or_refuses(saved):
+    """sentence-transformers reads a saved decoder through our module: our vectors, or a clear error."""
+    st = pytest.importorskip("sentence_transformers")
+    import torch
+
+    enc, out = saved
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        st.SentenceTransformer(str(out), device="cpu")
+    ours = enc.encode(TEXTS, convert_to_numpy=True)
+    default_dtype = st.SentenceTransformer(str(out), device="cpu", trust_remote_code=True).encode(TEXTS)
+    cos = (ours * default_dtype).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(default_dtype, axis=1)
+    assert cos.min() > 0.999, cos  # dtype "auto", as LLM2Vec.from_pretrained(folder): bf16 on some CPUs
+    model = st.SentenceTransformer(str(out), device="cpu", trust_remote_code=True,
+                                   model_kwargs={"dtype": torch.float32})
+    assert np.allclose(ours, model.encode(TEXTS, convert_to_numpy=True), atol=1e-5)
+    assert model.get_sentence_embedding_dimension() == enc.dim
+    queries = ["what do cells do", "how do planes fly"]
+    by_prompt = model.encode(queries, prompt_name="query", convert_to_numpy=True)
+    assert np.allclose(by_prompt, enc.encode_queries(queries, convert_to_numpy=True), atol=1e-4)
+    assert np.allclose(model.encode(queries, prompt_name="document"), enc.encode_documents(queries), atol=1e-4)
+    # older sentence-transformers glue the prompt onto the text and pass its length: refused, never pooled
+    module = model[0]
+    features = module.tokenize([enc.query_instruction + " " + q for q in queries])
+    features["prompt_length"] = len(module.tokenize([enc.query_instruction])["input_ids"][0]) - 1
+    with pytest.raises(Exception, match="pass \\[instruction, text\\] pairs"):
+        module(features)
+    empty = module.tokenize(queries)
+    empty["prompt_length"] = module.tokenize([""])["input_ids"].shape[-1] - 1  # an empty prompt is no prompt
+    with torch.inference_mode():
+        assert np.allclose(module(empty)["sentence_embedding"].numpy(), enc.encode(queries), atol=1e-4)
