@@ -14,6 +14,7 @@ import dataclasses
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -31,8 +32,11 @@ from .instructions import Tokenized, split_input, tokenize_all
 from .hub import HubOptions
 from .pooling import POOLING_MODES, PoolingMode, check_pooling_mode, pool
 from .reference import REFERENCE_DOC_MAX_LENGTH, ChatTemplate, chat_template, cut_to_words
-from .resolve import ResolvedModel, fetch_hub, read_reference_settings, resolve_adapter, resolve_model
+from .resolve import (ResolvedModel, fetch_hub, read_reference_settings, resolve_adapter, resolve_model,
+                      written_by_reference)
 from .runtime import quiet_transformers, resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
 PROGRESS_THRESHOLD = 512  # show_progress_bar=None shows a bar from this many inputs on
@@ -251,6 +255,7 @@ class LLM2Vec:
                            else chat_template(resolved.name_or_path)),
         )
         encoder.tensor_outputs = reference_style
+        _warn_causal_qwen2(encoder, all_adapters)
         # what a worker process needs to load the same encoder (see parallel.py)
         encoder.load_spec = {
             "model": os.fspath(model) if not isinstance(model, str) else model,
@@ -509,6 +514,18 @@ def forward_padded(model: torch.nn.Module, features: dict[str, torch.Tensor]) ->
 # transformers keywords the reference passes on to the model load, and that we pass on too
 MODEL_KWARGS = frozenset({"trust_remote_code", "low_cpu_mem_usage", "use_safetensors", "quantization_config",
                           "force_download", "use_auth_token"})
+
+
+def _warn_causal_qwen2(encoder: LLM2Vec, adapters: Sequence[Any]) -> None:
+    """llm2vec 0.2.3's Qwen2 runs causal (docs/parity.md): its Qwen2 adapters were trained causal."""
+    if not encoder.enable_bidirectional or bidi.model_type(encoder.model) != "qwen2":
+        return
+    for adapter in adapters:
+        if written_by_reference(adapter):
+            logger.warning("%s: a Qwen2 adapter from llm2vec 0.2.3, whose Qwen2 model runs causal, so it was trained "
+                           "causal; loaded bidirectional as asked: pass enable_bidirectional=False for the vectors it "
+                           "was trained for (docs/parity.md)", adapter)
+            return
 
 
 def _looks_like_model(value: Any) -> bool:

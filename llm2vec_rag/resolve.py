@@ -98,6 +98,11 @@ def read_reference_settings(path: Path) -> dict:
     return {k: data[k] for k in REFERENCE_KEYS if data.get(k) is not None} if isinstance(data, dict) else {}
 
 
+def written_by_reference(path: str | os.PathLike[str]) -> bool:
+    """A folder with llm2vec 0.2.3's ``llm2vec_config.json`` and none of our ``llm2vec_rag.json`` (save() writes both)."""
+    return (Path(path) / LLM2VEC_CONFIG).is_file() and not (Path(path) / LLM2VEC_RAG_CONFIG).is_file()
+
+
 def adapter_base(path: Path) -> str:
     """``base_model_name_or_path`` of the LoRA adapter in ``path``; "" when there is none."""
     try:

@@ -358,3 +358,25 @@ def test_worker_load_spec_reproduces_the_settings(published, tiny_model_dir):
     worker = LLM2Vec.from_pretrained(**ref.load_spec)
     assert (worker.doc_max_length, worker.skip_instruction) == (400, False)
     assert close(worker.encode(TEXTS, convert_to_numpy=True), ref.encode(TEXTS, convert_to_numpy=True))
+
+
+def test_a_reference_qwen2_adapter_loaded_bidirectional_is_a_one_line_warning(tmp_path, caplog):
+    """llm2vec 0.2.3's Qwen2BiModel runs causal (docs/parity.md): its Qwen2 adapters were trained causal."""
+    import logging
+
+    from transformers import AutoModel
+
+    base = write_tiny_model_dir(tmp_path / "qwen2", "qwen2")
+    adapter = make_lora(AutoModel.from_pretrained(str(base)), tmp_path / "qwen2-mntp", seed=1)
+    (adapter / "llm2vec_config.json").write_text(json.dumps({"pooling_mode": "mean", "max_length": 512,
+                                                             "doc_max_length": 400, "skip_instruction": True}))
+    with caplog.at_level(logging.WARNING, logger="llm2vec_rag"):
+        LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter))
+    lines = [r.getMessage() for r in caplog.records if "Qwen2" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "enable_bidirectional=False" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="llm2vec_rag"):
+        LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter), enable_bidirectional=False)
+        (adapter / "llm2vec_config.json").unlink()  # not the reference's: no warning either
+        LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter))
+    assert not [r for r in caplog.records if "Qwen2" in r.getMessage()]
