@@ -171,7 +171,9 @@ class LLM2Vec:
         ``LLM2Vec.from_pretrained(base_model_name_or_path, peft_model_name_or_path, merge_peft,
         enable_bidirectional, torch_dtype=..., device_map=..., attn_implementation=...,
         doc_max_length=..., skip_instruction=..., revision=..., cache_dir=..., token=...,
-        local_files_only=...)``; ``llm2vec_config.json`` in the adapter (else model) directory is read.
+        local_files_only=...)``, positionally too (a bool third argument is ``merge_peft``, even after
+        ``None``); ``llm2vec_config.json`` is read from the peft adapter's directory when one is given, else
+        from the model folder, as the reference reads it.
         A call using any of ``base_model_name_or_path``, ``peft_model_name_or_path``, ``merge_peft``,
         ``torch_dtype``, ``device_map``, ``doc_max_length`` or ``skip_instruction`` also takes the
         reference's defaults: float32, ``doc_max_length=400``, and ``encode`` returning torch tensors.

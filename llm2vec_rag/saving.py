@@ -13,8 +13,10 @@ Written for three readers:
   ``rope_theta`` and ``torch_dtype`` (4.44 ignores v5's ``rope_parameters`` and would silently use
   rope_theta 10000), the tokenizer is the generic ``PreTrainedTokenizerFast`` with string BPE
   merges (tokenizers 0.19), ``adapter_config.json`` holds only keys peft 0.12 knows, and names this
-  directory as its base, so ``LLM2Vec.from_pretrained(dir)`` loads base + adapter as it does for
-  the published checkpoints (benchmarks/parity_reference.py --published measures it).
+  directory as its base by absolute path, so ``LLM2Vec.from_pretrained(dir)`` loads base + adapter
+  as it does for the published checkpoints (benchmarks/parity_reference.py --published measures it).
+  4.44 loads the base from that path as given (a relative one against the working directory, so
+  ``.`` would not do); our loader ignores it, so the folder moves for us, not for the reference.
 * **transformers 5** applies an adapter it finds beside a ``config.json`` on its own.
 * **sentence-transformers** cannot reproduce bidirectional attention without custom code, and its
   own ``Transformer`` module would load a decoder causal with its pooling (silently wrong vectors).

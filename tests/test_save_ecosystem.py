@@ -120,10 +120,17 @@ def test_reference_save_keywords(tiny_model_dir, adapters, tmp_path):
     bare = custom.save(tmp_path / "bare", False, False)
     assert not (bare / "llm2vec_config.json").exists() and not (bare / "llm2vec_rag.json").exists()
     assert (bare / "adapter_config.json").exists(), "merge_before_save=False keeps the adapter"
-    reloaded = LLM2Vec.from_pretrained(str(bare), dtype="float32")
+    moved = tmp_path / "elsewhere" / "bare"  # the adapter names the old absolute path: we do not need it
+    moved.parent.mkdir()
+    shutil.move(str(bare), str(moved))
+    reloaded = LLM2Vec.from_pretrained(str(moved), dtype="float32")
     assert reloaded.pooling_mode == "mean"
     same_settings = LLM2Vec.from_pretrained(str(tiny_model_dir), dtype="float32", adapters=[str(adapters[0])])
     assert np.allclose(reloaded.encode(TEXTS), same_settings.encode(TEXTS), atol=1e-5)
+    full = custom.save(tmp_path / "full")
+    shutil.move(str(full), str(tmp_path / "elsewhere" / "full"))
+    again = LLM2Vec.from_pretrained(str(tmp_path / "elsewhere" / "full"), dtype="float32")
+    assert np.allclose(again.encode(TEXTS), custom.encode(TEXTS), atol=1e-5)
 
 
 def test_sentence_transformers_loads_our_vectors_or_refuses(saved):
