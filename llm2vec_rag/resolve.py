@@ -144,7 +144,7 @@ def _resolve_dir(path: Path) -> ResolvedModel:
             adapters = [path / a for a in settings.get("adapters", [])]
             return ResolvedModel(name=settings.get("name", str(path)), kind="llm2vec-dir",
                                  source=str(path), adapters=adapters, settings=settings)
-    if (path / "modules.json").is_file():
+    if (path / "modules.json").is_file() and not _names_our_st_module(path):
         return _resolve_sentence_transformers(path)
     settings = read_reference_settings(path)  # a reference layout: its llm2vec_config.json, if any
     if (path / ADAPTER_CONFIG).is_file():
@@ -227,6 +227,15 @@ def resolve_adapter(spec: str | os.PathLike[str], options: HubOptions = HubOptio
     return snapshot(os.fspath(spec), HubOptions(cache_dir=options.cache_dir, token=options.token,
                                                 local_files_only=options.local_files_only),
                     what="adapter", local_route="download it and pass its directory in adapters=[...]")
+
+
+def _names_our_st_module(path: Path) -> bool:
+    """A ``modules.json`` written by save() for a decoder: the folder is ours, not a sentence-transformers layout."""
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+        return any(str(m.get("type", "")).startswith("llm2vec_rag.") for m in modules)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def _resolve_sentence_transformers(path: Path) -> ResolvedModel:

@@ -63,6 +63,19 @@ def test_reload_is_identical_and_keeps_the_reference_settings(saved):
     assert again.fingerprint() == enc.fingerprint()
 
 
+def test_without_our_settings_files_the_folder_is_still_not_a_sentence_transformers_layout(saved, tmp_path):
+    """Our modules.json names our module: with llm2vec_rag.json gone, the folder loads the published way."""
+    from llm2vec_rag.resolve import resolve_model
+
+    _, out = saved
+    copy = tmp_path / "no-settings"
+    shutil.copytree(out, copy)
+    for name in ("llm2vec_rag.json", "llm2vec_config.json"):
+        (copy / name).unlink()
+    resolved = resolve_model(copy)
+    assert resolved.kind == "hf-dir" and resolved.adapters == [copy], resolved
+
+
 def test_transformers_alone_reads_the_folder(saved):
     """transformers 5 finds the adapter beside the weights and applies it (the reference's route too)."""
     from transformers import AutoModel, AutoTokenizer
