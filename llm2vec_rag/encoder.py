@@ -14,6 +14,7 @@ import dataclasses
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -31,8 +32,11 @@ from .instructions import Tokenized, split_input, tokenize_all
 from .hub import HubOptions
 from .pooling import POOLING_MODES, PoolingMode, check_pooling_mode, pool
 from .reference import REFERENCE_DOC_MAX_LENGTH, ChatTemplate, chat_template, cut_to_words
-from .resolve import ResolvedModel, fetch_hub, read_reference_settings, resolve_adapter, resolve_model
+from .resolve import (ResolvedModel, fetch_hub, read_reference_settings, resolve_adapter, resolve_model,
+                      written_by_reference)
 from .runtime import quiet_transformers, resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
 PROGRESS_THRESHOLD = 512  # show_progress_bar=None shows a bar from this many inputs on
@@ -167,18 +171,24 @@ class LLM2Vec:
         ``LLM2Vec.from_pretrained(base_model_name_or_path, peft_model_name_or_path, merge_peft,
         enable_bidirectional, torch_dtype=..., device_map=..., attn_implementation=...,
         doc_max_length=..., skip_instruction=..., revision=..., cache_dir=..., token=...,
-        local_files_only=...)``; ``llm2vec_config.json`` in the adapter (else model) directory is read.
+        local_files_only=...)``, positionally too (a bool third argument is ``merge_peft``, even after
+        ``None``); ``llm2vec_config.json`` is read from the peft adapter's directory when one is given, else
+        from the model folder, as the reference reads it.
         A call using any of ``base_model_name_or_path``, ``peft_model_name_or_path``, ``merge_peft``,
         ``torch_dtype``, ``device_map``, ``doc_max_length`` or ``skip_instruction`` also takes the
         reference's defaults: float32, ``doc_max_length=400``, and ``encode`` returning torch tensors.
         """
-        # the reference's positional order is (base, peft, merge_peft, enable_bidirectional)
+        # the reference's positional order is (base, peft, merge_peft, enable_bidirectional): a model path
+        # second is the peft adapter; a bool third is merge_peft whatever the second (None included);
+        # the fourth, enable_bidirectional, is the same in both orders
         if pooling_mode is not None and pooling_mode not in POOLING_MODES and _looks_like_model(pooling_mode):
             if peft_model_name_or_path is not None:
                 raise LLM2VecError("peft_model_name_or_path given twice (second positional argument and keyword)")
             peft_model_name_or_path, pooling_mode = pooling_mode, None
-            if isinstance(max_length, bool):
-                merge_peft, max_length = max_length, None
+        if isinstance(max_length, bool):  # never a length: the reference's merge_peft
+            if merge_peft is not None:
+                raise LLM2VecError("merge_peft given twice (third positional argument and keyword)")
+            merge_peft, max_length = bool(max_length), None
         if base_model_name_or_path is not None:
             if model is not None:
                 raise LLM2VecError("give the model once: model or base_model_name_or_path, not both")
@@ -214,7 +224,10 @@ class LLM2Vec:
         if peft_model_name_or_path is not None:
             extra_specs.insert(0, peft_model_name_or_path)
         extra = [resolve_adapter(a, hub) for a in extra_specs]
-        for adapter_dir in extra:  # the reference reads llm2vec_config.json in the adapter directory
+        # llm2vec_config.json: the reference reads the adapter directory's when given one, else the model folder's
+        if not extra:
+            saved.update(resolved.reference_settings)
+        for adapter_dir in extra:
             saved.update(read_reference_settings(adapter_dir))
         all_adapters = [*resolved.adapters, *extra]
         chosen = choose_engine(engine, resolved, all_adapters)
@@ -244,6 +257,7 @@ class LLM2Vec:
                            else chat_template(resolved.name_or_path)),
         )
         encoder.tensor_outputs = reference_style
+        _warn_causal_qwen2(encoder, all_adapters)
         # what a worker process needs to load the same encoder (see parallel.py)
         encoder.load_spec = {
             "model": os.fspath(model) if not isinstance(model, str) else model,
@@ -299,20 +313,7 @@ class LLM2Vec:
             raise LLM2VecError(f"batch_size must be at least 1, got {batch_size}")
         if device is not None and torch.device(device) != self.device:
             self.model.to(torch.device(device))
-        for i, item in enumerate(items):
-            split_input(item, i)  # TypeError naming the position, before any work
-        if self.doc_max_length is not None:
-            items = [self._cut(item) for item in items]
-        tokenized = tokenize_all(
-            self.tokenizer,
-            items,
-            self.max_length,
-            append_eos=self.pooling_mode == "eos_token",
-            prepend_bos=self.pooling_mode == "bos_token",
-            include_special_tokens=self.include_special_tokens,
-            pool_all=not self.skip_instruction,
-            template=self.chat_template,
-        )
+        tokenized = self.tokenize_inputs(items)
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         slot = TOKENS_PER_BATCH_SLOT.get(self.device.type, TOKENS_PER_BATCH_SLOT["default"])
         budget = max_batch_tokens if max_batch_tokens is not None else batch_size * slot
@@ -339,6 +340,23 @@ class LLM2Vec:
         if convert_to_numpy is None:
             convert_to_numpy = not self.tensor_outputs
         return out.numpy() if convert_to_numpy else out
+
+    def tokenize_inputs(self, items: Sequence[Any]) -> list[Tokenized]:
+        """Token ids and pooled-token masks of strings / ``[instruction, text]`` pairs, as :meth:`encode` runs them."""
+        for i, item in enumerate(items):
+            split_input(item, i)  # TypeError naming the position, before any work
+        if self.doc_max_length is not None:
+            items = [self._cut(item) for item in items]
+        return tokenize_all(
+            self.tokenizer,
+            items,
+            self.max_length,
+            append_eos=self.pooling_mode == "eos_token",
+            prepend_bos=self.pooling_mode == "bos_token",
+            include_special_tokens=self.include_special_tokens,
+            pool_all=not self.skip_instruction,
+            template=self.chat_template,
+        )
 
     def _cut(self, item: Any) -> Any:
         """The reference's ``doc_max_length``: the text (not the instruction) cut by words."""
@@ -430,11 +448,23 @@ class LLM2Vec:
         return self._fingerprint
 
     # ----------------------------------------------------------------- saving
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a self-contained directory that :meth:`from_pretrained` reloads to identical vectors."""
+    def save(self, path: str | os.PathLike[str], merge_before_save: bool = False, save_config: bool = True) -> Path:
+        """Write a self-contained directory that :meth:`from_pretrained` reloads to identical vectors.
+
+        The two keywords mean what they mean in llm2vec 0.2.3: ``merge_before_save`` merges an
+        unmerged adapter into this encoder's model (for good, as the reference does) and saves the merged
+        weights; ``save_config=False`` writes the weights and tokenizer only, with none of the settings
+        files (a reload then takes the defaults).
+        """
+        from .adapters import is_peft
         from .saving import save_encoder
 
-        return save_encoder(self, Path(path))
+        if merge_before_save and is_peft(self.model):
+            self.model = self.model.merge_and_unload()
+            self._fingerprint = None  # the parameter names changed (the hash of the weights barely)
+            if self.load_spec is not None:
+                self.load_spec["merge_adapters"] = True
+        return save_encoder(self, Path(path), settings=save_config)
 
     def __repr__(self) -> str:
         return (
@@ -456,6 +486,14 @@ def forward_batch(
     The one forward pass behind :meth:`LLM2Vec.encode` (which wraps it in
     ``inference_mode``) and the training losses (which need its gradients).
     """
+    if device is None:
+        device = next(model.parameters()).device
+    features = {k: v.to(device) for k, v in pad_batch(batch, pad_token_id).items()}
+    return pool(forward_padded(model, features), features["text_mask"], features["attention_mask"], pooling_mode)
+
+
+def pad_batch(batch: Sequence[Tokenized], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` and the pooled ``text_mask``."""
     width = max(len(t.ids) for t in batch)
     ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -466,20 +504,30 @@ def forward_batch(
         attention[row, width - n :] = 1
         text_mask[row, width - n :] = torch.tensor(t.text_mask, dtype=torch.long)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    if device is None:
-        device = next(model.parameters()).device
-    outputs = model(
-        input_ids=ids.to(device),
-        attention_mask=attention.to(device),
-        position_ids=positions.to(device),
-    )
-    hidden = outputs.last_hidden_state
-    return pool(hidden, text_mask.to(device), attention.to(device), pooling_mode)
+    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "text_mask": text_mask}
+
+
+def forward_padded(model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The last hidden states of a :func:`pad_batch` batch (already on the model's device)."""
+    return model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
+                 position_ids=features["position_ids"]).last_hidden_state
 
 
 # transformers keywords the reference passes on to the model load, and that we pass on too
 MODEL_KWARGS = frozenset({"trust_remote_code", "low_cpu_mem_usage", "use_safetensors", "quantization_config",
                           "force_download", "use_auth_token"})
+
+
+def _warn_causal_qwen2(encoder: LLM2Vec, adapters: Sequence[Any]) -> None:
+    """llm2vec 0.2.3's Qwen2 runs causal (docs/parity.md): its Qwen2 adapters were trained causal."""
+    if not encoder.enable_bidirectional or bidi.model_type(encoder.model) != "qwen2":
+        return
+    for adapter in adapters:
+        if written_by_reference(adapter):
+            logger.warning("%s: a Qwen2 adapter from llm2vec 0.2.3, whose Qwen2 model runs causal, so it was trained "
+                           "causal; loaded bidirectional as asked: pass enable_bidirectional=False for the vectors it "
+                           "was trained for (docs/parity.md)", adapter)
+            return
 
 
 def _looks_like_model(value: Any) -> bool:

@@ -34,6 +34,8 @@ class ResolvedModel:
     source: str  # a local directory, or a Hub id for kind == "hub"
     adapters: list[Path] = field(default_factory=list)  # applied in order
     settings: dict = field(default_factory=dict)  # encoder settings found beside the weights
+    # the model folder's own reference llm2vec_config.json: llm2vec 0.2.3 reads it only when no peft adapter is given
+    reference_settings: dict = field(default_factory=dict)
     tokenizer_source: str | None = None  # where the tokenizer is, when not beside the weights
     name_or_path: str = ""  # what the reference reads as config._name_or_path (its chat templates key on it)
 
@@ -79,7 +81,7 @@ def resolve_model(spec: str | os.PathLike[str]) -> ResolvedModel:
         raise ModelNotFoundError(f"{path} is a file but not a .gguf model; choose one of: {_alternatives()}")
     if not _is_hub_id(text):
         raise ModelNotFoundError(f"unknown model {text!r}; choose one of: {_alternatives()}, or a Hub id org/name")
-    return ResolvedModel(name=text, kind="hub", source=text, name_or_path=text)
+    return ResolvedModel(name=text, kind="hub", source=text)
 
 
 REFERENCE_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
@@ -94,6 +96,20 @@ def read_reference_settings(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return {k: data[k] for k in REFERENCE_KEYS if data.get(k) is not None} if isinstance(data, dict) else {}
+
+
+def written_by_reference(path: str | os.PathLike[str]) -> bool:
+    """A folder with llm2vec 0.2.3's ``llm2vec_config.json`` and none of our ``llm2vec_rag.json`` (save() writes both)."""
+    return (Path(path) / LLM2VEC_CONFIG).is_file() and not (Path(path) / LLM2VEC_RAG_CONFIG).is_file()
+
+
+def adapter_base(path: Path) -> str:
+    """``base_model_name_or_path`` of the LoRA adapter in ``path``; "" when there is none."""
+    try:
+        return str(json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+                   .get("base_model_name_or_path") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def _config_name_or_path(path: Path) -> str:
@@ -128,13 +144,13 @@ def _resolve_dir(path: Path) -> ResolvedModel:
             adapters = [path / a for a in settings.get("adapters", [])]
             return ResolvedModel(name=settings.get("name", str(path)), kind="llm2vec-dir",
                                  source=str(path), adapters=adapters, settings=settings)
-    if (path / "modules.json").is_file():
+    if (path / "modules.json").is_file() and not _names_our_st_module(path):
         return _resolve_sentence_transformers(path)
     settings = read_reference_settings(path)  # a reference layout: its llm2vec_config.json, if any
     if (path / ADAPTER_CONFIG).is_file():
         return _resolve_published(path, settings)
     if (path / "config.json").is_file():
-        return ResolvedModel(name=str(path), kind="hf-dir", source=str(path), settings=settings,
+        return ResolvedModel(name=str(path), kind="hf-dir", source=str(path), reference_settings=settings,
                              name_or_path=_config_name_or_path(path))
     raise ModelNotFoundError(
         f"{path} is not a model directory (no config.json, modules.json or {LLM2VEC_CONFIG})"
@@ -169,14 +185,19 @@ def _resolve_published(path: Path, settings: dict) -> ResolvedModel:
     name_or_path = _config_name_or_path(path) if (path / "config.json").is_file() else base_spec
     return ResolvedModel(
         name=str(path), kind=base.kind, source=base.source, adapters=[*base.adapters, path],
-        settings={**base.settings, **settings},
+        settings=base.settings, reference_settings=settings,  # the base folder's own file is not read
         tokenizer_source=str(path) if has_tokenizer else base.tokenizer_source,
         name_or_path=name_or_path or base.name_or_path,
     )
 
 
 def fetch_hub(resolved: ResolvedModel, options: HubOptions = HubOptions()) -> ResolvedModel:
-    """A Hub model made local (cache first, download only when online); its own adapters come first."""
+    """A Hub model made local (cache first, download only when online); its own adapters come first.
+
+    ``name_or_path`` (the chat-template key) is what llm2vec 0.2.3 gets from transformers 4.44 for a
+    Hub id: the adapter's ``base_model_name_or_path`` when the repository holds a LoRA adapter (4.44
+    loads that base), else the Hub id; a local folder's ``config.json`` name is not used.
+    """
     if resolved.kind != "hub":
         return resolved
     route = (f"offline, use one of: {_alternatives()}; for a published LLM2Vec checkpoint, "
@@ -186,11 +207,15 @@ def fetch_hub(resolved: ResolvedModel, options: HubOptions = HubOptions()) -> Re
     if local.kind == "hub":  # a published adapter repository whose base is on the Hub too
         local = fetch_hub(local, HubOptions(cache_dir=options.cache_dir, token=options.token,
                                             local_files_only=options.local_files_only))
+    if resolved.adapters:  # a local published folder whose base is this Hub id: the folder's name and file
+        name_or_path, reference_settings = resolved.name_or_path, resolved.reference_settings
+    else:
+        name_or_path, reference_settings = adapter_base(folder) or resolved.source, local.reference_settings
     return dataclasses.replace(
         local, name=resolved.name, adapters=[*local.adapters, *resolved.adapters],
-        settings={**local.settings, **resolved.settings},
+        settings={**local.settings, **resolved.settings}, reference_settings=reference_settings,
         tokenizer_source=resolved.tokenizer_source or local.tokenizer_source,
-        name_or_path=resolved.name_or_path or local.name_or_path or resolved.source,
+        name_or_path=name_or_path or local.name_or_path,
     )
 
 
@@ -202,6 +227,15 @@ def resolve_adapter(spec: str | os.PathLike[str], options: HubOptions = HubOptio
     return snapshot(os.fspath(spec), HubOptions(cache_dir=options.cache_dir, token=options.token,
                                                 local_files_only=options.local_files_only),
                     what="adapter", local_route="download it and pass its directory in adapters=[...]")
+
+
+def _names_our_st_module(path: Path) -> bool:
+    """A ``modules.json`` written by save() for a decoder: the folder is ours, not a sentence-transformers layout."""
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+        return any(str(m.get("type", "")).startswith("llm2vec_rag.") for m in modules)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def _resolve_sentence_transformers(path: Path) -> ResolvedModel:

@@ -13,13 +13,18 @@ Written for three readers:
   ``rope_theta`` and ``torch_dtype`` (4.44 ignores v5's ``rope_parameters`` and would silently use
   rope_theta 10000), the tokenizer is the generic ``PreTrainedTokenizerFast`` with string BPE
   merges (tokenizers 0.19), ``adapter_config.json`` holds only keys peft 0.12 knows, and names this
-  directory as its base, so ``LLM2Vec.from_pretrained(dir)`` loads base + adapter as it does for
-  the published checkpoints (benchmarks/parity_reference.py --published measures it).
+  directory as its base by absolute path, so ``LLM2Vec.from_pretrained(dir)`` loads base + adapter
+  as it does for the published checkpoints (benchmarks/parity_reference.py --published measures it).
+  4.44 loads the base from that path as given (a relative one against the working directory, so
+  ``.`` would not do); our loader ignores it, so the folder moves for us, not for the reference.
 * **transformers 5** applies an adapter it finds beside a ``config.json`` on its own.
-* **sentence-transformers** cannot reproduce bidirectional attention without custom code, so for
-  decoders no ``modules.json`` is written: a sentence-transformers load of these files would be a
-  causal model with different pooling (silently wrong vectors). Encoders that are bidirectional
-  already (BERT and the like) get the sentence-transformers files as before.
+* **sentence-transformers** cannot reproduce bidirectional attention without custom code, and its
+  own ``Transformer`` module would load a decoder causal with its pooling (silently wrong vectors).
+  So for decoders ``modules.json`` names one module, ``llm2vec_rag.integrations.sentence_transformers
+  .LLM2VecModule`` (this package's encoder: same vectors), which sentence-transformers 6 imports only
+  with ``trust_remote_code=True`` and which fails to import without this package: a clear error,
+  never a wrong load. Encoders that are bidirectional already (BERT and the like) get the standard
+  sentence-transformers files (Transformer, Pooling, Normalize).
 
 Format 1 (``llm2vec_config.json`` with ``format_version``, the adapter in ``adapter/``) still loads.
 The directory is written beside its target and renamed into place, so an interrupted save never
@@ -49,9 +54,11 @@ PEFT_0_12_LORA_FIELDS = frozenset({
     "rank_pattern", "revision", "runtime_config", "target_modules", "task_type", "use_dora", "use_rslora",
 })
 GENERIC_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # what transformers 4.x and 5 both read
+ST_MODULE = "llm2vec_rag.integrations.sentence_transformers.LLM2VecModule"  # a decoder's one ST module
 
 
-def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
+def save_encoder(encoder: LLM2Vec, path: Path, settings: bool = True) -> Path:
+    """Write ``encoder`` to ``path``; without ``settings`` only the weights and tokenizer (the reference's ``save_config=False``)."""
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     final = path.resolve()
@@ -60,28 +67,8 @@ def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
         adapters = _write_weights(encoder, tmp, final)
         encoder.tokenizer.save_pretrained(tmp)
         _portable_tokenizer(tmp)
-        settings = {
-            "format_version": FORMAT_VERSION,
-            "name": encoder.name,
-            "pooling_mode": encoder.pooling_mode,
-            "max_length": encoder.max_length,
-            "enable_bidirectional": encoder.enable_bidirectional,
-            "query_instruction": encoder.query_instruction,
-            "document_instruction": encoder.document_instruction,
-            "normalize": encoder.normalize,
-            "include_special_tokens": encoder.include_special_tokens,
-            "doc_max_length": encoder.doc_max_length,
-            "skip_instruction": encoder.skip_instruction,
-            "adapters": adapters,
-            "adapter_names": encoder.adapters,
-            "dim": encoder.dim,
-        }
-        if encoder.chat_template is not None:
-            settings["chat_template"] = {"prefix": encoder.chat_template.prefix, "suffix": encoder.chat_template.suffix}
-        _write_json(tmp / LLM2VEC_RAG_CONFIG, settings)
-        _write_json(tmp / LLM2VEC_CONFIG, reference_config(encoder))
-        if is_native_bidirectional(encoder.model):
-            _write_sentence_transformers(encoder, tmp)
+        if settings:
+            _write_settings(encoder, tmp, adapters)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -93,6 +80,35 @@ def save_encoder(encoder: LLM2Vec, path: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _write_settings(encoder: LLM2Vec, out: Path, adapters: list[str]) -> None:
+    """Our settings, the reference's four keys, and the sentence-transformers files."""
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "name": encoder.name,
+        "pooling_mode": encoder.pooling_mode,
+        "max_length": encoder.max_length,
+        "enable_bidirectional": encoder.enable_bidirectional,
+        "query_instruction": encoder.query_instruction,
+        "document_instruction": encoder.document_instruction,
+        "normalize": encoder.normalize,
+        "include_special_tokens": encoder.include_special_tokens,
+        "doc_max_length": encoder.doc_max_length,
+        "skip_instruction": encoder.skip_instruction,
+        "adapters": adapters,
+        "adapter_names": encoder.adapters,
+        "dim": encoder.dim,
+    }
+    if encoder.chat_template is not None:
+        settings["chat_template"] = {"prefix": encoder.chat_template.prefix, "suffix": encoder.chat_template.suffix}
+    _write_json(out / LLM2VEC_RAG_CONFIG, settings)
+    _write_json(out / LLM2VEC_CONFIG, reference_config(encoder))
+    if is_native_bidirectional(encoder.model):
+        _write_sentence_transformers(encoder, out)
+    else:
+        _write_json(out / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE}])
+        _write_st_prompts(encoder, out)
 
 
 def reference_config(encoder: LLM2Vec) -> dict[str, Any]:
@@ -202,16 +218,7 @@ def _write_sentence_transformers(encoder: LLM2Vec, out: Path) -> None:
             ),
         ],
     )
-    query_prompt = encoder.query_instruction.strip() + " " if encoder.query_instruction.strip() else ""
-    doc_prompt = encoder.document_instruction.strip() + " " if encoder.document_instruction.strip() else ""
-    _write_json(
-        out / "config_sentence_transformers.json",
-        {
-            "prompts": {"query": query_prompt, "document": doc_prompt},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        },
-    )
+    _write_st_prompts(encoder, out)
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": encoder.max_length, "do_lower_case": False})
     _write_json(
         out / "1_Pooling" / "config.json",
@@ -228,6 +235,19 @@ def _write_sentence_transformers(encoder: LLM2Vec, out: Path) -> None:
     )
     if encoder.normalize:
         (out / "2_Normalize").mkdir(exist_ok=True)
+
+
+def _write_st_prompts(encoder: LLM2Vec, out: Path) -> None:
+    query_prompt = encoder.query_instruction.strip() + " " if encoder.query_instruction.strip() else ""
+    doc_prompt = encoder.document_instruction.strip() + " " if encoder.document_instruction.strip() else ""
+    _write_json(
+        out / "config_sentence_transformers.json",
+        {
+            "prompts": {"query": query_prompt, "document": doc_prompt},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    )
 
 
 def _write_json(path: Path, data: object) -> None:

@@ -126,6 +126,14 @@ def test_reference_keywords_and_positional_order(published, expected):
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     causal = LLM2Vec.from_pretrained(mntp, peft_model_name_or_path=sup, enable_bidirectional=False)
     assert causal.check_bidirectional() == {"batch1": False, "padded": False}
+    # a bool third positional is merge_peft even with no peft adapter (never max_length=1)
+    no_peft = LLM2Vec.from_pretrained(mntp, None, True, doc_max_length=10**6)
+    assert no_peft.max_length == 512 and no_peft.load_spec["merge_adapters"] is True
+    assert close(no_peft.encode(TEXTS), expected["mntp"])
+    with pytest.raises(LLM2VecError, match="merge_peft given twice"):
+        LLM2Vec.from_pretrained(mntp, None, True, merge_peft=False)
+    off = LLM2Vec.from_pretrained(mntp, None, False, False)  # (base, peft, merge_peft, enable_bidirectional)
+    assert (off.max_length, off.enable_bidirectional) == (512, False)
     # the existing API is unchanged: numpy out, second positional still a pooling mode
     plain = LLM2Vec.from_pretrained(mntp, "weighted_mean", dtype="float32")
     assert plain.pooling_mode == "weighted_mean" and isinstance(plain.encode(TEXTS), np.ndarray)
@@ -160,6 +168,22 @@ def test_llm2vec_config_in_the_adapter_dir_is_read(published, tmp_path):
         "weighted_mean", 32, 20, False)
     explicit = LLM2Vec.from_pretrained(str(published["mntp"]), peft_model_name_or_path=str(sup), pooling_mode="mean")
     assert explicit.pooling_mode == "mean", "an explicit argument beats the file"
+
+
+def test_with_an_adapter_the_model_folders_llm2vec_config_is_not_read(published, tmp_path):
+    """llm2vec 0.2.3 reads llm2vec_config.json from the peft directory when given one, else from the model's."""
+    mntp = tmp_path / "mntp-with-config"
+    shutil.copytree(published["mntp"], mntp)
+    (mntp / "llm2vec_config.json").write_text(json.dumps(
+        {"pooling_mode": "weighted_mean", "max_length": 32, "doc_max_length": 20, "skip_instruction": False}))
+    alone = LLM2Vec.from_pretrained(str(mntp))
+    assert (alone.pooling_mode, alone.max_length, alone.doc_max_length, alone.skip_instruction) == (
+        "weighted_mean", 32, 20, False)
+    with_sup = LLM2Vec.from_pretrained(str(mntp), peft_model_name_or_path=str(published["sup"]))
+    assert (with_sup.pooling_mode, with_sup.max_length, with_sup.doc_max_length, with_sup.skip_instruction) == (
+        "mean", 512, 400, True), "the reference's defaults: the supervised folder has no llm2vec_config.json"
+    stacked = LLM2Vec.from_pretrained(str(mntp), adapters=[str(published["sup"])])
+    assert (stacked.pooling_mode, stacked.max_length) == ("mean", 512)
 
 
 def test_missing_base_is_a_clear_error_naming_the_local_route(published, tmp_path):
@@ -213,6 +237,44 @@ def test_hub_ids_in_the_local_cache_load_offline(published, expected, tmp_path, 
     assert close(pinned.encode(TEXTS), expected["mntp"])
     with pytest.raises(ModelNotFoundError, match="not in the local cache"):
         LLM2Vec.from_pretrained(HUB_MNTP, cache_dir=str(cache), revision="f" * 40)
+
+
+def test_hub_id_plus_a_local_supervised_adapter(published, expected, tmp_path, monkeypatch):
+    """The issue's second silent route: a Hub -mntp id with a local supervised folder stacks both."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hf"
+    _cache_repo(cache, HUB_MNTP, published["mntp"])
+    for kwargs in ({"peft_model_name_or_path": str(published["sup"])}, {"adapters": [str(published["sup"])]}):
+        enc = LLM2Vec.from_pretrained(HUB_MNTP, cache_dir=str(cache), dtype="float32", **kwargs)
+        assert close(enc.encode(TEXTS, convert_to_numpy=True), expected["both"])
+
+
+def test_an_instruct_mntp_by_hub_id_keys_the_template_on_its_adapters_base(published, tmp_path, monkeypatch):
+    """llm2vec 0.2.3 by Hub id: transformers 4.44 loads the base named in adapter_config.json, and that
+    name (not the Hub id) picks the chat template; as a local folder, its config.json's name does."""
+    instruct = tmp_path / "LLM2Vec-Mistral-7B-Instruct-v2-mntp"
+    shutil.copytree(published["mntp"], instruct)
+    cfg = json.loads((instruct / "config.json").read_text())
+    cfg["_name_or_path"] = "mistralai/Mistral-7B-Instruct-v0.2"  # as in the published repository
+    (instruct / "config.json").write_text(json.dumps(cfg))
+    local = LLM2Vec.from_pretrained(str(instruct), dtype="float32")
+    assert local.chat_template is not None and local.chat_template.prefix == "[INST] "
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hf"
+    hub_id = "McGill-NLP/LLM2Vec-Mistral-7B-Instruct-v2-mntp"
+    shutil.copytree(instruct, tmp_path / "hub-copy")
+    set_base(tmp_path / "hub-copy", "mistralai/Mistral-7B-Instruct-v0.2")  # what the published adapter names
+    _cache_repo(cache, hub_id, tmp_path / "hub-copy")
+    _cache_repo(cache, "mistralai/Mistral-7B-Instruct-v0.2", published["base"])
+    by_id = LLM2Vec.from_pretrained(hub_id, cache_dir=str(cache), dtype="float32")
+    assert by_id.chat_template == local.chat_template
+    assert close(by_id.encode(TEXTS), local.encode(TEXTS))
+    # the adapter's base decides, not the folder's config.json: a plain base name means no template
+    shutil.copytree(instruct, tmp_path / "plain-base")
+    set_base(tmp_path / "plain-base", "mistralai/Mistral-7B-v0.1")
+    _cache_repo(cache, "McGill-NLP/LLM2Vec-Mistral-7B-v2-mntp", tmp_path / "plain-base")
+    _cache_repo(cache, "mistralai/Mistral-7B-v0.1", published["base"])
+    assert LLM2Vec.from_pretrained("McGill-NLP/LLM2Vec-Mistral-7B-v2-mntp", cache_dir=str(cache)).chat_template is None
 
 
 def test_reference_snippet_runs_unchanged(published):
@@ -296,3 +358,25 @@ def test_worker_load_spec_reproduces_the_settings(published, tiny_model_dir):
     worker = LLM2Vec.from_pretrained(**ref.load_spec)
     assert (worker.doc_max_length, worker.skip_instruction) == (400, False)
     assert close(worker.encode(TEXTS, convert_to_numpy=True), ref.encode(TEXTS, convert_to_numpy=True))
+
+
+def test_a_reference_qwen2_adapter_loaded_bidirectional_is_a_one_line_warning(tmp_path, caplog):
+    """llm2vec 0.2.3's Qwen2BiModel runs causal (docs/parity.md): its Qwen2 adapters were trained causal."""
+    import logging
+
+    from transformers import AutoModel
+
+    base = write_tiny_model_dir(tmp_path / "qwen2", "qwen2")
+    adapter = make_lora(AutoModel.from_pretrained(str(base)), tmp_path / "qwen2-mntp", seed=1)
+    (adapter / "llm2vec_config.json").write_text(json.dumps({"pooling_mode": "mean", "max_length": 512,
+                                                             "doc_max_length": 400, "skip_instruction": True}))
+    with caplog.at_level(logging.WARNING, logger="llm2vec_rag"):
+        LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter))
+    lines = [r.getMessage() for r in caplog.records if "Qwen2" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "enable_bidirectional=False" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="llm2vec_rag"):
+        LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter), enable_bidirectional=False)
+        (adapter / "llm2vec_config.json").unlink()  # not the reference's: no warning either
+        LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter))
+    assert not [r for r in caplog.records if "Qwen2" in r.getMessage()]

@@ -53,10 +53,17 @@ def test_saved_config_is_causal_for_plain_transformers(tiny_encoder, tmp_path):
     assert tiny_encoder.model.config.is_causal is False, "saving must not change the live model"
 
 
-def test_no_sentence_transformers_files_for_decoders(tiny_encoder, tmp_path):
-    """sentence-transformers would load them causal with its own pooling: silently wrong vectors."""
+def test_decoders_get_our_sentence_transformers_module_only(tiny_encoder, tmp_path):
+    """sentence-transformers' Transformer + Pooling would run a decoder causal: silently wrong vectors.
+    Our module runs the encoder itself (tests/test_save_ecosystem.py: an adapter, the reference's settings)."""
     out = tiny_encoder.save(tmp_path / "st")
-    assert not (out / "modules.json").exists() and not (out / "1_Pooling").exists()
+    assert json.loads((out / "modules.json").read_text()) == [
+        {"idx": 0, "name": "0", "path": "", "type": "llm2vec_rag.integrations.sentence_transformers.LLM2VecModule"}]
+    assert not (out / "1_Pooling").exists() and not (out / "sentence_bert_config.json").exists()
+    st = pytest.importorskip("sentence_transformers")
+    model = st.SentenceTransformer(str(out), device="cpu", trust_remote_code=True, model_kwargs={"dtype": "float32"})
+    assert model[0].encoder.engine == tiny_encoder.engine
+    assert np.allclose(model.encode(CORPUS[:4]), tiny_encoder.encode(CORPUS[:4]), atol=1e-5)
 
 
 def test_overwrite_is_atomic_and_leaves_no_temp_dirs(tiny_encoder, tmp_path):
