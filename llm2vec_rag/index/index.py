@@ -271,7 +271,8 @@ class Index:
 
         update_options = {k: options.pop(k) for k in list(options) if k in UPDATE_OPTIONS}
         if update_options.get("walked") is None:  # the folder and options, before anything is created
-            update_options["walked"] = check_update(folder, Path(path).expanduser(), **update_options)
+            update_options["walked"] = check_update(folder, Path(path).expanduser(),
+                                                    rebuild=bool(options.get("rebuild")), **update_options)
         index = cls.open(path, encoder, **options)
         try:
             index.update(folder, **update_options)

@@ -321,16 +321,29 @@ def find_files(folder: str | os.PathLike[str], index_path: str | os.PathLike[str
     return found
 
 
-def check_update(folder: str | os.PathLike[str], index_path: str | os.PathLike[str], **options: Any) -> WalkResult:
+def check_update(folder: str | os.PathLike[str], index_path: str | os.PathLike[str], rebuild: bool = False,
+                 **options: Any) -> WalkResult:
     """Everything about an update that can be checked before an index is opened or a model loaded.
 
+    ``rebuild``: the update starts a new index (so no recorded chunk size applies).
     Returns the walk (pass it to :func:`sync_folder` as ``walked`` so the folder is walked once).
     """
-    check_chunking(options.get("chunk_tokens"), options.get("overlap"))
+    chunk_tokens, overlap = options.get("chunk_tokens"), options.get("overlap")
+    if chunk_tokens is None and overlap is not None:  # compared with the chunk size the update will use
+        chunk_tokens = _chunk_tokens_of(Path(index_path), rebuild)
+    check_chunking(chunk_tokens, overlap)
     if options.get("ray_actors") is not None and int(options["ray_actors"]) < 1:
         raise LLM2VecError(f"--ray-actors must be at least 1, got {options['ray_actors']}")
     names = ("include", "exclude", "extensions", "max_file_mb", "hidden", "gitignore", "follow_symlinks")
     return find_files(folder, index_path, **{k: options[k] for k in names if k in options})
+
+
+def _chunk_tokens_of(index_path: Path, rebuild: bool) -> int:
+    """The chunk size an update without ``--chunk-tokens`` uses: the index's last one, else 256."""
+    from .rebuild import live_info
+
+    info = None if rebuild else live_info(index_path.expanduser())
+    return int((info or {}).get("chunk_tokens", 256))
 
 
 def crash_point_removed() -> None:
