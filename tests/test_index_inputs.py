@@ -205,3 +205,14 @@ def test_warnings_stand_on_their_own_lines(runner, tmp_path):
     err = result.stderr.replace("\r", "\n")
     lines = [line for line in err.split("\n") if "warning:" in line]
     assert len(lines) == 5 and all(line.startswith("warning:") for line in lines), result.stderr
+
+
+def test_index_notes_stand_on_their_own_lines(runner, tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    result = invoke(runner, "index", docs, "--index", tmp_path / "ix", "--model", "fake:", "--index-type", "ivf-pq")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.replace("\r", "\n").split("\n") if "needs about" in line]
+    assert lines and all(line.startswith("note: IVF") for line in lines), result.stderr  # the FAISS note, not glued
+    notes: list[str] = []
+    with Index.build(docs, path=tmp_path / "ix2", encoder=FakeEncoder(), index_type="ivf-pq", log=notes.append) as ix:
+        assert ix.log == notes.append and any("needs about" in n for n in notes)  # the bar's writer is gone again

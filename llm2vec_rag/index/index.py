@@ -309,6 +309,18 @@ class Index:
         return str(self.info.get("query_instruction", ""))
 
     @property
+    def log(self) -> Callable[[str], None]:
+        """Where the index's notes and warnings go (``log=`` when opened, else stderr).
+
+        Settable: an update with a progress bar routes them through the bar, each on its own line.
+        """
+        return self._log
+
+    @log.setter
+    def log(self, log: Callable[[str], None]) -> None:
+        self._log = log
+
+    @property
     def writable(self) -> bool:
         return self._lock is not None and self._lock.held
 

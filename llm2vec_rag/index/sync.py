@@ -113,7 +113,7 @@ def sync_folder(
     Ray is started only when something needs embedding: an unchanged re-run never touches it.
     """
     start_time = time.perf_counter()
-    log = index._log
+    log = index.log
     use_ray = ray is not None and ray is not False
     if use_ray:
         from .ray_embed import RAY_COMMIT_CHUNKS, require_ray
@@ -191,6 +191,8 @@ def sync_folder(
         def log(message: str) -> None:  # each warning on its own line, the bar redrawn below it
             with bar.external_write_mode(file=sys.stderr):
                 plain_log(message)
+
+        index.log = log  # the index's own notes (FAISS training, a stale file) as well
     from .index import ChunkRow
 
     try:
@@ -265,6 +267,7 @@ def sync_folder(
     finally:
         if bar is not None:
             bar.close()
+            index.log = plain_log
         if embedder:
             embedder[0].close()
     gone = [p for p in recorded if p not in seen]
