@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store
-from .backend import VectorBackend, normalise
+from .backend import SnapshotMoved, VectorBackend, normalise
 from .faults import crash_point
 from .records import stable_id
 
@@ -32,6 +32,7 @@ class FaissBackend(VectorBackend):
         self._needs_rebuild = False
         self._state: tuple | None = None  # (rows_version, generation, ...) a reader's copy matches
         self._said_behind = False
+        self._gone: int | None = None  # the generation a reader last found removed (searched again once)
 
     # ------------------------------------------------------------------ state
     @property
@@ -87,22 +88,27 @@ class FaissBackend(VectorBackend):
         generation = int(info.get("faiss_generation", 0))
         path = ix.store_path / f"vectors-{generation}.faiss"
         count = ix.meta.count()
-        if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
+        current = info.get("faiss_rows_version") == info.get("rows_version")
+        if generation and current:
             try:
-                faiss_index = store.read_index(path, info.get("faiss_checksum"))
+                faiss_index = store.read_index(path, info.get("faiss_checksum")) if path.is_file() else None
+            except FileNotFoundError:  # removed between the check and the read
+                faiss_index = None
             except Exception as exc:
                 ix.log(f"warning: {path.name} is unreadable ({store.faiss_message(exc)[:100]}); "
                         "rebuilding it from the stored vectors")
                 self._dirty = True  # a writer saves a good snapshot, even with nothing else to change
                 return None
-            if faiss_index.ntotal == count and faiss_index.d == ix.dim:
+            if faiss_index is None:
+                self._replaced(generation)
+            elif faiss_index.ntotal == count and faiss_index.d == ix.dim:
                 self._factory = str(info.get("faiss_factory", ""))
                 return store.to_gpu(faiss_index) if not ix.writable else faiss_index
         if count or generation:
             if ix.writable:  # the writer holds the lock: nobody else is writing, so a run was cut short
                 ix.log("note: the FAISS file does not match the metadata (an interrupted run?): "
                         "rebuilding it from the stored vectors")
-            elif info.get("faiss_rows_version") == info.get("rows_version"):
+            elif current:
                 ix.log(f"note: {path.name} is missing or does not match the stored chunks: rebuilding it in "
                         "memory from the stored vectors (the next `llm2vec-rag index` run writes it)")
             elif not self._said_behind:
@@ -111,6 +117,15 @@ class FaissBackend(VectorBackend):
                         "interrupted): searching a copy built from the stored vectors")
             self._dirty = True
         return None
+
+    def _replaced(self, generation: int) -> None:
+        """A reader's snapshot names a FAISS file that is gone: a writer saved a newer one since the
+        snapshot began and removed it. Search again in a new snapshot, once per generation (gone
+        there too: it is really missing, and the caller rebuilds a copy, with a note)."""
+        ix = self.index
+        if not ix.writable and ix.meta.conn.in_transaction and generation != self._gone:
+            self._gone = generation
+            raise SnapshotMoved(f"the index at {ix.path} kept changing during the search: search again")
 
     def reconcile(self) -> None:
         """Bring the FAISS file in line with SQLite and drop stray files."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
-from .backend import VectorBackend, backend_settings, check_index_type, make_backend
+from .backend import SnapshotMoved, VectorBackend, backend_settings, check_index_type, make_backend
 from .backend import normalise as _normalise
 from . import lexical
 from .faults import crash_point
@@ -39,17 +39,28 @@ DEFAULT_INDEX_DIR = ".llm2vec-rag"
 Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
 
 
+SNAPSHOT_TRIES = 3
+
+
 def _read_snapshot(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a search inside one SQLite read transaction: the rows, the lexical table and the FAISS
-    copy it uses are all of one committed state, whatever a writer commits meanwhile."""
+    copy it uses are all of one committed state, whatever a writer commits meanwhile.
+
+    When a writer has replaced (and removed) the FAISS file the snapshot names, the search runs
+    again in a new snapshot: the writer's newer committed state, with its file.
+    """
 
     @functools.wraps(method)
     def in_snapshot(self: Index, *args: Any, **kwargs: Any) -> Any:
-        try:
-            with self.meta.read_snapshot():
-                return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:  # corrupt pages, I/O errors: one line, with the index's path
-            raise database_error(exc, self.meta.path) from None
+        for tries_left in range(SNAPSHOT_TRIES - 1, -1, -1):
+            try:
+                with self.meta.read_snapshot():
+                    return method(self, *args, **kwargs)
+            except SnapshotMoved:
+                if not tries_left or self.meta.conn.in_transaction:  # nested: the outer snapshot searches again
+                    raise
+            except sqlite3.DatabaseError as exc:  # corrupt pages, I/O errors: one line, with the index's path
+                raise database_error(exc, self.meta.path) from None
 
     return in_snapshot
 
