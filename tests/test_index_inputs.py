@@ -87,6 +87,24 @@ def test_unreadable_subfolder_is_skipped_not_fatal(tmp_path, monkeypatch):
         closed.chmod(0o755)
 
 
+def test_listed_folder_with_an_unreadable_gitignore(tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    (docs / "notes" / "skipped.log.md").write_text("# Log\n")
+    ignore = docs / "notes" / ".gitignore"
+    if os.geteuid() != 0:
+        ignore.write_text("*.log.md\n")
+        ignore.chmod(0)
+    else:  # root reads any file: a .gitignore that is a folder is listed but cannot be read either
+        ignore.mkdir()
+    try:
+        found = check_update(docs, tmp_path / "ix")
+    finally:
+        if ignore.is_file():
+            ignore.chmod(0o644)
+    assert any(c.rel == "notes/skipped.log.md" for c in found.files) and len(found.files) == 6  # rules not applied
+    assert [(p, m) for p, m in found.warnings if p == str(ignore) and m.startswith("cannot read")], found.warnings
+
+
 def test_query_with_undecodable_bytes(runner, tmp_path):
     docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
     assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0
