@@ -76,7 +76,8 @@ def index(folder, index_dir, model, adapters, pooling_mode, dtype, device, max_l
     # the folder and the options, before an index is created or a model loaded
     walked = check_update(folder, index_dir, include=include, exclude=exclude, extensions=list(extensions) or None,
                           max_file_mb=max_file_mb, chunk_tokens=chunk_tokens, overlap=overlap, hidden=hidden,
-                          gitignore=not no_gitignore, ray_actors=ray_actors, follow_symlinks=follow_symlinks)
+                          gitignore=not no_gitignore, ray_actors=ray_actors, follow_symlinks=follow_symlinks,
+                          rebuild=rebuild)
     idx = Index.open(index_dir, model=model if explicit else None, adapters=adapters, index_type=index_type,
                      query_instruction=instruction, rebuild=rebuild, log=log, backend=backend, url=url,
                      collection=collection, pooling_mode=pooling_mode,

@@ -1,13 +1,17 @@
 """Faults of the machine, not of the input: full disk, corrupt pages, read-only index (issue 17 items 7, 8, 9).
 
 Full-disk and read-only file systems are real: a small tmpfs mounted for the test (skipped where
-mounting is not allowed); corrupt pages are real bytes overwritten in the database file.
+mounting is not allowed); corrupt pages are real bytes overwritten in the database file. The
+full-disk guarantees are also tested without root: SQLite's own "database or disk is full"
+(``PRAGMA max_page_count``), and FAISS's write error for a full disk, at the store boundary.
 """
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,6 +73,67 @@ def test_full_disk_during_an_update_keeps_the_index(runner, tmp_path, tmpfs):
     again = invoke(runner, "index", docs, "--index", ix, "--quiet", "--json")
     assert again.exit_code == 0, again.output
     assert '"added": 1' in again.stdout
+
+
+@contextmanager
+def database_full():
+    """Meanwhile no SQLite database can grow (each new connection is capped at its current size):
+    SQLite fails a write with its real "database or disk is full", as on a full disk."""
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {max(pages, 1)}")
+        return conn
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite3, "connect", connect)
+        yield
+
+
+@contextmanager
+def faiss_write_full():
+    """Meanwhile ``faiss.write_index`` fails as it does on a full disk: part of the file written,
+    then FAISS's RuntimeError (text as measured on a full tmpfs)."""
+    faiss = pytest.importorskip("faiss")
+
+    def write_index(index, path):
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * 1000)
+        raise RuntimeError(f"Error in void faiss::write_index(const Index*, IOWriter*, int) at "
+                           f"/project/faiss/impl/index_write.cpp:499: Error: 'ret == (size * 4)' failed: write "
+                           f"error in {path}: 1000 != 2560000 (No space left on device)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(faiss, "write_index", write_index)
+        yield
+
+
+def test_database_full_fresh_index_leaves_nothing(runner, tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    with database_full():
+        result = invoke(runner, "index", docs, "--index", tmp_path / "new" / "ix", "--model", "fake:", "--quiet")
+    one_line_error(result, "no space")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("full", [database_full, faiss_write_full])
+def test_disk_full_during_an_update_keeps_the_index(runner, tmp_path, full):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0
+    (docs / "big.txt").write_text("\n\n".join(f"Paragraph {i} about bread ovens and rivers number {i}."
+                                              for i in range(300)))
+    with full():
+        for _ in range(2):  # every run while full: one line, no traceback
+            one_line_error(invoke(runner, "index", docs, "--index", ix, "--quiet"), "no space")
+    assert not list(ix.glob("*.tmp"))
+    result = invoke(runner, "search", "bake bread", "--index", ix, "--k", "1")
+    assert result.exit_code == 0 and "cooking.txt" in result.stdout, result.output  # loadable, searchable
+    again = invoke(runner, "index", docs, "--index", ix, "--quiet", "--json")  # space again: the work finishes
+    assert again.exit_code == 0, again.output
+    result = invoke(runner, "search", "paragraph 7 about bread ovens", "--index", ix, "--k", "1", "--json")
+    assert result.exit_code == 0 and "big.txt" in result.stdout and not result.stderr, result.output
 
 
 def test_read_only_index_is_searchable_and_says_read_only(runner, tmp_path, tmpfs):

@@ -87,6 +87,24 @@ def test_unreadable_subfolder_is_skipped_not_fatal(tmp_path, monkeypatch):
         closed.chmod(0o755)
 
 
+def test_listed_folder_with_an_unreadable_gitignore(tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    (docs / "notes" / "skipped.log.md").write_text("# Log\n")
+    ignore = docs / "notes" / ".gitignore"
+    if os.geteuid() != 0:
+        ignore.write_text("*.log.md\n")
+        ignore.chmod(0)
+    else:  # root reads any file: a .gitignore that is a folder is listed but cannot be read either
+        ignore.mkdir()
+    try:
+        found = check_update(docs, tmp_path / "ix")
+    finally:
+        if ignore.is_file():
+            ignore.chmod(0o644)
+    assert any(c.rel == "notes/skipped.log.md" for c in found.files) and len(found.files) == 6  # rules not applied
+    assert [(p, m) for p, m in found.warnings if p == str(ignore) and m.startswith("cannot read")], found.warnings
+
+
 def test_query_with_undecodable_bytes(runner, tmp_path):
     docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
     assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0
@@ -205,3 +223,14 @@ def test_warnings_stand_on_their_own_lines(runner, tmp_path):
     err = result.stderr.replace("\r", "\n")
     lines = [line for line in err.split("\n") if "warning:" in line]
     assert len(lines) == 5 and all(line.startswith("warning:") for line in lines), result.stderr
+
+
+def test_index_notes_stand_on_their_own_lines(runner, tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    result = invoke(runner, "index", docs, "--index", tmp_path / "ix", "--model", "fake:", "--index-type", "ivf-pq")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.replace("\r", "\n").split("\n") if "needs about" in line]
+    assert lines and all(line.startswith("note: IVF") for line in lines), result.stderr  # the FAISS note, not glued
+    notes: list[str] = []
+    with Index.build(docs, path=tmp_path / "ix2", encoder=FakeEncoder(), index_type="ivf-pq", log=notes.append) as ix:
+        assert ix.log == notes.append and any("needs about" in n for n in notes)  # the bar's writer is gone again

@@ -29,7 +29,8 @@ def snapshot(ix, encoder=None):
 
 
 @pytest.mark.parametrize("bad", [["--model", "no-such-model"], ["--index-type", "bogus"], ["--index-type", "IVF"],
-                                 ["MISSING"], ["EMPTY"], ["--chunk-tokens", "0"], ["--overlap", "-1"]])
+                                 ["MISSING"], ["EMPTY"], ["--chunk-tokens", "0"], ["--overlap", "-1"],
+                                 ["--overlap", "300"]])
 def test_bad_rebuild_changes_nothing(runner, tmp_path, bad):
     docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
     assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--quiet").exit_code == 0

@@ -1,7 +1,10 @@
 """What a reader sees while a writer works, and damaged FAISS files (issue 17 items 2, 3)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pytest
 
 from fakes import FakeEncoder
 from llm2vec_rag import Index
@@ -54,6 +57,54 @@ def test_reader_sees_each_committed_state_of_a_running_writer(tmp_path):
     hits = search(reader, "penguin iceberg")
     assert hits[0].id == "penguin" and len(notes) == said  # the new file itself, no rebuild
     reader.close()
+
+
+class WriterMidSearch(FakeEncoder):
+    """A reader's encoder that lets ``write`` run once, after the reader's snapshot is taken."""
+
+    def __init__(self, write) -> None:
+        super().__init__()
+        self.write = write
+
+    def encode_queries(self, queries, **options):
+        if self.write is not None:
+            write, self.write = self.write, None
+            write()
+        return super().encode_queries(queries, **options)
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_reader_whose_faiss_file_was_replaced_mid_search(tmp_path, rebuild):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    build(docs, ix).close()
+
+    def write():  # a writer commits a new generation and removes the one the reader's snapshot names
+        start = time.perf_counter()
+        with Index.open(ix, FakeEncoder(), rebuild=rebuild, log=lambda m: None) as writer:
+            if rebuild:
+                writer.update(docs, progress=False)  # swapped in (rebuild.swap_in)
+            writer.add_texts(["zebra giraffe savanna"], ids=["zebra"])  # saved on close (FaissBackend.save)
+        assert time.perf_counter() - start < 20  # the swap does not wait for the reader's search (it waited 30 s)
+
+    notes: list[str] = []
+    with Index.load(ix, WriterMidSearch(write), log=notes.append) as reader:
+        hits = reader.search("zebra giraffe savanna", k=3, mode="dense")
+        reader._probe = FakeEncoder().encode("zebra giraffe savanna")
+        consistent(reader, hits)
+        assert hits[0].id == "zebra" and hits[0].score > 0.999  # the writer's committed state, in full
+    assert not notes, notes  # no false "missing" note, no copy rebuilt in memory
+
+
+def test_reader_of_a_deleted_faiss_file_says_so_once(tmp_path):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    build(docs, ix).close()
+    for path in ix.glob("vectors-*.faiss"):
+        path.unlink()  # not a writer's doing: searching again finds it gone too
+    notes: list[str] = []
+    with Index.load(ix, FakeEncoder(), log=notes.append) as reader:
+        assert search(reader, "bake bread oven")[0].source.endswith("cooking.txt")
+        assert search(reader, "rivers sediment")[0].source.endswith("rivers.rst")
+    assert len(notes) == 1 and "is missing" in notes[0], notes
 
 
 def test_flipped_bytes_in_the_faiss_file_are_caught_and_repaired(tmp_path):

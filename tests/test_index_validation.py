@@ -42,7 +42,8 @@ def test_unknown_type_leaves_no_folder_and_no_cpp_locations(runner, tmp_path, ki
 
 @pytest.mark.parametrize("bad, fragment", [(["MISSING"], "does not exist"), (["EMPTY"], "no files to index"),
                                            (["--chunk-tokens", "0"], "--chunk-tokens"),
-                                           (["--overlap", "-1"], "--overlap"), (["--ext", ""], "--ext"),
+                                           (["--overlap", "-1"], "--overlap"), (["--overlap", "300"], "--overlap"),
+                                           (["--ext", ""], "--ext"),
                                            (["--ext", ","], "--ext")])
 def test_folder_and_options_are_checked_before_the_index_or_model(runner, tmp_path, bad, fragment):
     docs = write_docs(tmp_path / "docs")
@@ -53,6 +54,25 @@ def test_folder_and_options_are_checked_before_the_index_or_model(runner, tmp_pa
     one_line_error(invoke(runner, "index", folder, "--index", tmp_path / "ix", "--model", "no-such-model", *options,
                           "--quiet"), fragment)
     assert not (tmp_path / "ix").exists()
+
+
+def test_overlap_alone_is_checked_against_the_recorded_chunk_size(runner, tmp_path):
+    docs, ix = write_docs(tmp_path / "docs"), tmp_path / "ix"
+    assert invoke(runner, "index", docs, "--index", ix, "--model", "fake:", "--chunk-tokens", "64",
+                  "--quiet").exit_code == 0
+    files = sorted(p.name for p in ix.iterdir())
+    one_line_error(invoke(runner, "index", docs, "--index", ix, "--model", "no-such-model", "--overlap", "100",
+                          "--quiet"), "--overlap", "63")  # before the model: 64-token chunks
+    assert sorted(p.name for p in ix.iterdir()) == files
+    wide = invoke(runner, "index", docs, "--index", tmp_path / "wide", "--model", "fake:", "--chunk-tokens", "512",
+                  "--quiet")
+    assert wide.exit_code == 0
+    again = invoke(runner, "index", docs, "--index", tmp_path / "wide", "--overlap", "300", "--quiet")
+    assert again.exit_code == 0, again.output  # 300 < 512, the recorded chunk size
+    # a rebuild starts a new index, with 256-token chunks unless told otherwise
+    one_line_error(invoke(runner, "index", docs, "--index", tmp_path / "wide", "--rebuild", "--model", "fake:32",
+                          "--overlap", "300", "--quiet"), "--overlap", "255")
+    assert not (tmp_path / "wide" / "rebuild-staging").exists()
 
 
 def test_embed_checks_the_output_path_first(runner, tmp_path):

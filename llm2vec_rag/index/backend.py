@@ -34,6 +34,14 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+class SnapshotMoved(LLM2VecError):
+    """A reader's snapshot names a FAISS file that a writer has since replaced and removed.
+
+    Not a failure: the search runs again in a new snapshot, which names the new file
+    (see ``Index`` searches); it only reaches a caller when that keeps happening.
+    """
+
+
 class VectorBackend:
     """What ``Index`` needs from a vector engine (see ``FaissBackend`` and ``QdrantBackend``)."""
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store
-from .backend import VectorBackend, normalise
+from .backend import SnapshotMoved, VectorBackend, normalise
 from .faults import crash_point
 from .records import stable_id
 
@@ -32,6 +32,7 @@ class FaissBackend(VectorBackend):
         self._needs_rebuild = False
         self._state: tuple | None = None  # (rows_version, generation, ...) a reader's copy matches
         self._said_behind = False
+        self._gone: int | None = None  # the generation a reader last found removed (searched again once)
 
     # ------------------------------------------------------------------ state
     @property
@@ -87,30 +88,44 @@ class FaissBackend(VectorBackend):
         generation = int(info.get("faiss_generation", 0))
         path = ix.store_path / f"vectors-{generation}.faiss"
         count = ix.meta.count()
-        if generation and path.is_file() and info.get("faiss_rows_version") == info.get("rows_version"):
+        current = info.get("faiss_rows_version") == info.get("rows_version")
+        if generation and current:
             try:
-                faiss_index = store.read_index(path, info.get("faiss_checksum"))
+                faiss_index = store.read_index(path, info.get("faiss_checksum")) if path.is_file() else None
+            except FileNotFoundError:  # removed between the check and the read
+                faiss_index = None
             except Exception as exc:
-                ix._log(f"warning: {path.name} is unreadable ({store.faiss_message(exc)[:100]}); "
+                ix.log(f"warning: {path.name} is unreadable ({store.faiss_message(exc)[:100]}); "
                         "rebuilding it from the stored vectors")
                 self._dirty = True  # a writer saves a good snapshot, even with nothing else to change
                 return None
-            if faiss_index.ntotal == count and faiss_index.d == ix.dim:
+            if faiss_index is None:
+                self._replaced(generation)
+            elif faiss_index.ntotal == count and faiss_index.d == ix.dim:
                 self._factory = str(info.get("faiss_factory", ""))
                 return store.to_gpu(faiss_index) if not ix.writable else faiss_index
         if count or generation:
             if ix.writable:  # the writer holds the lock: nobody else is writing, so a run was cut short
-                ix._log("note: the FAISS file does not match the metadata (an interrupted run?): "
+                ix.log("note: the FAISS file does not match the metadata (an interrupted run?): "
                         "rebuilding it from the stored vectors")
-            elif info.get("faiss_rows_version") == info.get("rows_version"):
-                ix._log(f"note: {path.name} is missing or does not match the stored chunks: rebuilding it in "
+            elif current:
+                ix.log(f"note: {path.name} is missing or does not match the stored chunks: rebuilding it in "
                         "memory from the stored vectors (the next `llm2vec-rag index` run writes it)")
             elif not self._said_behind:
                 self._said_behind = True
-                ix._log("note: the FAISS file is behind the stored chunks (an update is running, or one was "
+                ix.log("note: the FAISS file is behind the stored chunks (an update is running, or one was "
                         "interrupted): searching a copy built from the stored vectors")
             self._dirty = True
         return None
+
+    def _replaced(self, generation: int) -> None:
+        """A reader's snapshot names a FAISS file that is gone: a writer saved a newer one since the
+        snapshot began and removed it. Search again in a new snapshot, once per generation (gone
+        there too: it is really missing, and the caller rebuilds a copy, with a note)."""
+        ix = self.index
+        if not ix.writable and ix.meta.conn.in_transaction and generation != self._gone:
+            self._gone = generation
+            raise SnapshotMoved(f"the index at {ix.path} kept changing during the search: search again")
 
     def reconcile(self) -> None:
         """Bring the FAISS file in line with SQLite and drop stray files."""
@@ -119,7 +134,7 @@ class FaissBackend(VectorBackend):
         current = ix.store_path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
         bad = current.is_file() and not store.checksum_matches(current, info.get("faiss_checksum"))
         if bad:
-            ix._log(f"warning: {current.name} does not match its checksum (damaged on disk): "
+            ix.log(f"warning: {current.name} does not match its checksum (damaged on disk): "
                     "rebuilding it from the stored vectors")
             self.mark_stale()
         if bad or info.get("faiss_rows_version") != info.get("rows_version") or \
@@ -137,7 +152,7 @@ class FaissBackend(VectorBackend):
         factory = store.factory_string(ix.index_type, ix.dim, n)
         faiss_index, self._factory = store.build_index(
             factory, ix.dim, lambda: ix.meta.iter_vectors(ix.dim), n,
-            lambda m: ix.meta.sample_vectors(m, ix.dim), log=ix._log,
+            lambda m: ix.meta.sample_vectors(m, ix.dim), log=ix.log,
         )
         self._faiss = store.to_gpu(faiss_index) if not ix.writable else faiss_index
         self._needs_rebuild = False
@@ -170,7 +185,7 @@ class FaissBackend(VectorBackend):
         ix = self.index
         faiss_index = self.faiss_index()
         if self._should_retrain():
-            ix._log(f"note: {len(ix)} vectors: training the {ix.index_type} index now")
+            ix.log(f"note: {len(ix)} vectors: training the {ix.index_type} index now")
             self._rebuild()
             faiss_index = self._faiss
         generation = int(ix.meta.info().get("faiss_generation", 0)) + 1

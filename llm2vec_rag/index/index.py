@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
-from .backend import VectorBackend, backend_settings, check_index_type, make_backend
+from .backend import SnapshotMoved, VectorBackend, backend_settings, check_index_type, make_backend
 from .backend import normalise as _normalise
 from . import lexical
 from .faults import crash_point
@@ -39,17 +39,28 @@ DEFAULT_INDEX_DIR = ".llm2vec-rag"
 Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
 
 
+SNAPSHOT_TRIES = 3
+
+
 def _read_snapshot(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a search inside one SQLite read transaction: the rows, the lexical table and the FAISS
-    copy it uses are all of one committed state, whatever a writer commits meanwhile."""
+    copy it uses are all of one committed state, whatever a writer commits meanwhile.
+
+    When a writer has replaced (and removed) the FAISS file the snapshot names, the search runs
+    again in a new snapshot: the writer's newer committed state, with its file.
+    """
 
     @functools.wraps(method)
     def in_snapshot(self: Index, *args: Any, **kwargs: Any) -> Any:
-        try:
-            with self.meta.read_snapshot():
-                return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:  # corrupt pages, I/O errors: one line, with the index's path
-            raise database_error(exc, self.meta.path) from None
+        for tries_left in range(SNAPSHOT_TRIES - 1, -1, -1):
+            try:
+                with self.meta.read_snapshot():
+                    return method(self, *args, **kwargs)
+            except SnapshotMoved:
+                if not tries_left or self.meta.conn.in_transaction:  # nested: the outer snapshot searches again
+                    raise
+            except sqlite3.DatabaseError as exc:  # corrupt pages, I/O errors: one line, with the index's path
+                raise database_error(exc, self.meta.path) from None
 
     return in_snapshot
 
@@ -271,7 +282,8 @@ class Index:
 
         update_options = {k: options.pop(k) for k in list(options) if k in UPDATE_OPTIONS}
         if update_options.get("walked") is None:  # the folder and options, before anything is created
-            update_options["walked"] = check_update(folder, Path(path).expanduser(), **update_options)
+            update_options["walked"] = check_update(folder, Path(path).expanduser(),
+                                                    rebuild=bool(options.get("rebuild")), **update_options)
         index = cls.open(path, encoder, **options)
         try:
             index.update(folder, **update_options)
@@ -306,6 +318,18 @@ class Index:
     @property
     def query_instruction(self) -> str:
         return str(self.info.get("query_instruction", ""))
+
+    @property
+    def log(self) -> Callable[[str], None]:
+        """Where the index's notes and warnings go (``log=`` when opened, else stderr).
+
+        Settable: an update with a progress bar routes them through the bar, each on its own line.
+        """
+        return self._log
+
+    @log.setter
+    def log(self, log: Callable[[str], None]) -> None:
+        self._log = log
 
     @property
     def writable(self) -> bool:

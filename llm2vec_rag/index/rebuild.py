@@ -12,7 +12,8 @@ swapped in:
    one, never a mix, and a kill before its commit leaves the old one untouched;
    readers that hold the live file open keep working (nothing is renamed over it,
    so its ``-wal``/``-shm`` files stay the live database's own);
-3. old FAISS generations and the staging folder are removed.
+3. old FAISS generations and the staging folder are removed (a reader whose snapshot
+   named an old file searches again in a new snapshot, see ``Index`` searches).
 
 A failed or killed rebuild leaves the live index as it was. Running the same
 ``--rebuild`` again resumes the staged one (only files not yet staged are
@@ -122,6 +123,7 @@ def swap_in(meta: MetaStore, folder: Path) -> None:
                                f"unchanged and the rebuild is kept in {staged}: run the --rebuild again") from None
         crash_point("swap-committed")
         try:
+            live.execute("PRAGMA busy_timeout = 0")  # never wait for a reader's search to end
             live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass  # a reader in the middle of a read: the next writer checkpoints

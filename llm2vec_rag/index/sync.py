@@ -113,7 +113,7 @@ def sync_folder(
     Ray is started only when something needs embedding: an unchanged re-run never touches it.
     """
     start_time = time.perf_counter()
-    log = index._log
+    log = index.log
     use_ray = ray is not None and ray is not False
     if use_ray:
         from .ray_embed import RAY_COMMIT_CHUNKS, require_ray
@@ -191,6 +191,8 @@ def sync_folder(
         def log(message: str) -> None:  # each warning on its own line, the bar redrawn below it
             with bar.external_write_mode(file=sys.stderr):
                 plain_log(message)
+
+        index.log = log  # the index's own notes (FAISS training, a stale file) as well
     from .index import ChunkRow
 
     try:
@@ -265,6 +267,7 @@ def sync_folder(
     finally:
         if bar is not None:
             bar.close()
+            index.log = plain_log
         if embedder:
             embedder[0].close()
     gone = [p for p in recorded if p not in seen]
@@ -321,16 +324,29 @@ def find_files(folder: str | os.PathLike[str], index_path: str | os.PathLike[str
     return found
 
 
-def check_update(folder: str | os.PathLike[str], index_path: str | os.PathLike[str], **options: Any) -> WalkResult:
+def check_update(folder: str | os.PathLike[str], index_path: str | os.PathLike[str], rebuild: bool = False,
+                 **options: Any) -> WalkResult:
     """Everything about an update that can be checked before an index is opened or a model loaded.
 
+    ``rebuild``: the update starts a new index (so no recorded chunk size applies).
     Returns the walk (pass it to :func:`sync_folder` as ``walked`` so the folder is walked once).
     """
-    check_chunking(options.get("chunk_tokens"), options.get("overlap"))
+    chunk_tokens, overlap = options.get("chunk_tokens"), options.get("overlap")
+    if chunk_tokens is None and overlap is not None:  # compared with the chunk size the update will use
+        chunk_tokens = _chunk_tokens_of(Path(index_path), rebuild)
+    check_chunking(chunk_tokens, overlap)
     if options.get("ray_actors") is not None and int(options["ray_actors"]) < 1:
         raise LLM2VecError(f"--ray-actors must be at least 1, got {options['ray_actors']}")
     names = ("include", "exclude", "extensions", "max_file_mb", "hidden", "gitignore", "follow_symlinks")
     return find_files(folder, index_path, **{k: options[k] for k in names if k in options})
+
+
+def _chunk_tokens_of(index_path: Path, rebuild: bool) -> int:
+    """The chunk size an update without ``--chunk-tokens`` uses: the index's last one, else 256."""
+    from .rebuild import live_info
+
+    info = None if rebuild else live_info(index_path.expanduser())
+    return int((info or {}).get("chunk_tokens", 256))
 
 
 def crash_point_removed() -> None:
