@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every row of docs/results.md: SciFact test nDCG@10 and STS-B test Spearman, same evaluation code.
-# Usage: benchmarks/results_table.sh ROW   (ROW: minilm causal bidir mntp mntp-simcse default simcse-scifact simcse-scifact-default supervised supervised-default weak-scifact-default)
+# Usage: benchmarks/results_table.sh ROW   (ROW: minilm causal bidir mntp mntp-simcse default default-pairs simcse-scifact simcse-scifact-default supervised supervised-default weak-scifact-default)
 # Results go to $RUNS/results/<row>_{stsb,scifact}.json; rerunning reuses the retrieval eval's embedding cache.
 # The adapter rows need the runs of benchmarks/train_default.sh (and the training commands below).
 # supervised: 50 steps x 16 pairs (about one epoch of SciFact train), in-batch negatives only: sized
@@ -38,7 +38,9 @@ PY
   mntp) both mntp --model $BASE --adapter "$RUNS/mntp-wikitext2" ;;
   mntp-simcse) both mntp-simcse --model $BASE --adapter "$RUNS/mntp-wikitext2" --adapter "$RUNS/simcse-wikitext2" ;;
   # the shipped default: MNTP 200 + SimCSE 200 + SimCSE 400 more (benchmarks/train_default.sh)
-  default) both default --model smollm2-135m ;;
+  default) both default --model smollm2-135m-unsup ;;   # the default until session 7 (was --model smollm2-135m)
+  # the default since session 7: + contrastive training on real text pairs (benchmarks/train_pairs_default.sh)
+  default-pairs) both default-pairs --model smollm2-135m ;;
   simcse-scifact)
     llm2vec-rag train simcse "$DATA/scifact/corpus.jsonl" --model $BASE --adapter "$RUNS/mntp-wikitext2" \
       --output-dir "$RUNS/simcse-scifact" --steps 100 --batch-size 32 --max-length 64 --lr 1e-4 --warmup-steps 20 \

