@@ -608,12 +608,12 @@ def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "trans
                 model = AutoModel.from_pretrained(resolved.source, dtype=dtype, **kwargs)
         except OSError as exc:
             if resolved.kind == "hub":
-                from .resolve import _alternatives
+                from .resolve import alternatives
 
                 reason = str(exc).strip().splitlines()[0][:200]
                 raise ModelNotFoundError(
                     f"cannot load {resolved.source!r} from the Hugging Face Hub ({reason}); "
-                    f"offline, use one of: {_alternatives()}"
+                    f"offline, use one of: {alternatives()}"
                 ) from None
             raise ModelLoadError(f"cannot load model from {resolved.source}: {exc}") from None
     return model, tokenizer

@@ -38,7 +38,8 @@ class ResolvedModel:
     name_or_path: str = ""  # what the reference reads as config._name_or_path (its chat templates key on it)
 
 
-def _alternatives() -> str:
+def alternatives() -> str:
+    """The model names that work offline, for error messages."""
     return ", ".join(EMBEDDED) + ", a .gguf file, or a local model directory"
 
 
@@ -56,7 +57,7 @@ def resolve_model(spec: str | os.PathLike[str]) -> ResolvedModel:
     """
     text = os.fspath(spec)
     if not text.strip():
-        raise ModelNotFoundError(f"empty model name; choose one of: {_alternatives()}")
+        raise ModelNotFoundError(f"empty model name; choose one of: {alternatives()}")
     key = text.strip().lower()
     if key in EMBEDDED:
         entry = EMBEDDED[key]
@@ -76,9 +77,9 @@ def resolve_model(spec: str | os.PathLike[str]) -> ResolvedModel:
     if path.is_dir():
         return _resolve_dir(path)
     if path.exists():
-        raise ModelNotFoundError(f"{path} is a file but not a .gguf model; choose one of: {_alternatives()}")
+        raise ModelNotFoundError(f"{path} is a file but not a .gguf model; choose one of: {alternatives()}")
     if not _is_hub_id(text):
-        raise ModelNotFoundError(f"unknown model {text!r}; choose one of: {_alternatives()}, or a Hub id org/name")
+        raise ModelNotFoundError(f"unknown model {text!r}; choose one of: {alternatives()}, or a Hub id org/name")
     return ResolvedModel(name=text, kind="hub", source=text, name_or_path=text)
 
 
@@ -179,7 +180,7 @@ def fetch_hub(resolved: ResolvedModel, options: HubOptions = HubOptions()) -> Re
     """A Hub model made local (cache first, download only when online); its own adapters come first."""
     if resolved.kind != "hub":
         return resolved
-    route = (f"offline, use one of: {_alternatives()}; for a published LLM2Vec checkpoint, "
+    route = (f"offline, use one of: {alternatives()}; for a published LLM2Vec checkpoint, "
              + local_route())
     folder = snapshot(resolved.source, options, what="model", local_route=route)
     local = _resolve_dir(folder)

@@ -63,7 +63,6 @@ ALLOWED_CIRCLES: set[frozenset[str]] = {
     frozenset({"llm2vec_rag.index.index", "llm2vec_rag.index.ray_embed", "llm2vec_rag.index.sync"}),
 }
 ALLOWED_PRIVATE_USES: set[str] = {
-    "llm2vec_rag.encoder -> llm2vec_rag.resolve._alternatives",
     "llm2vec_rag.index.faiss_backend -> ._log",
     "llm2vec_rag.index.qdrant_backend -> ._log",
     "llm2vec_rag.index.ray_embed -> llm2vec_rag.index.index._load_options",
