@@ -72,7 +72,6 @@ ALLOWED_PRIVATE_USES: set[str] = {
     "llm2vec_rag.index.sync -> ._commit",
     "llm2vec_rag.index.sync -> ._embed_documents",
     "llm2vec_rag.index.sync -> ._log",
-    "llm2vec_rag.training.trainer -> llm2vec_rag.encoder._load_base",
 }
 ALLOWED_LONG_FUNCTIONS: set[str] = {
     "llm2vec_rag.encoder:LLM2Vec.from_pretrained",
