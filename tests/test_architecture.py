@@ -66,7 +66,6 @@ ALLOWED_PRIVATE_USES: set[str] = {
     "llm2vec_rag.index.faiss_backend -> ._log",
     "llm2vec_rag.index.qdrant_backend -> ._log",
     "llm2vec_rag.index.ray_embed -> llm2vec_rag.index.index._load_options",
-    "llm2vec_rag.index.ray_embed -> llm2vec_rag.index.index._normalise",
     "llm2vec_rag.index.ray_embed -> ._encoder",
     "llm2vec_rag.index.ray_embed -> ._encoder_options",
     "llm2vec_rag.index.sync -> ._commit",

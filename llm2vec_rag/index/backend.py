@@ -19,19 +19,12 @@ import numpy as np
 from ..errors import LLM2VecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .index import ChunkRow, Index
+    from .index import Index
+    from .records import ChunkRow
 
 BACKENDS = ("faiss", "qdrant")
 QDRANT_TYPES = ("flat", "hnsw", "sq8")
 
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32, C order): inner product is then cosine similarity."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class VectorBackend:

@@ -24,7 +24,6 @@ import numpy as np
 
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
 from .backend import VectorBackend, backend_settings, check_index_type, make_backend
-from .backend import normalise as _normalise
 from . import lexical
 from .faults import crash_point
 from .ingest import valid_text
@@ -33,7 +32,7 @@ from . import rebuild as rebuild_staging
 from .lock import LOCK_FILE, WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore, database_error
 from .model import encoder_record, load_encoder
-from .records import Hit, Record, record_from_row, stable_id
+from .records import ChunkRow, Hit, Record, normalise, record_from_row, stable_id
 
 DEFAULT_INDEX_DIR = ".llm2vec-rag"
 Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
@@ -53,18 +52,6 @@ def _read_snapshot(method: Callable[..., Any]) -> Callable[..., Any]:
 
     return in_snapshot
 
-
-class ChunkRow:
-    """A chunk on its way into the index (internal)."""
-
-    __slots__ = ("doc_id", "file", "source", "chunk", "text", "heading", "page", "start", "end", "metadata", "vector")
-
-    def __init__(self, doc_id: str, text: str, vector: np.ndarray, file: str | None = None, source: str = "",
-                 chunk: int = 0, heading: str = "", page: int | None = None, start: int = 0, end: int = 0,
-                 metadata: dict[str, Any] | None = None) -> None:
-        self.doc_id, self.text, self.vector, self.file, self.source = doc_id, text, vector, file, source
-        self.chunk, self.heading, self.page, self.start, self.end = chunk, heading, page, start, end
-        self.metadata = metadata or {}
 
 
 class Index:
@@ -471,7 +458,7 @@ class Index:
     def _embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         vectors = self.encoder.encode_documents(list(texts), batch_size=batch_size, show_progress_bar=False,
                                                 normalize_embeddings=True)
-        vectors = _normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
+        vectors = normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
         if vectors.shape[1] != self.dim:
             raise IndexModelMismatchError(f"the encoder gives {vectors.shape[1]}-d vectors, the index holds {self.dim}-d")
         return vectors
@@ -491,7 +478,7 @@ class Index:
         if vectors.ndim != 2 or vectors.shape[0] != len(texts) or (len(texts) and vectors.shape[1] != self.dim):
             raise LLM2VecError(f"embeddings of shape {tuple(vectors.shape)} for {len(texts)} texts; "
                                f"the index holds {self.dim}-d vectors")
-        return self._add(texts, _normalise(vectors) if len(texts) else vectors, metadatas, ids)
+        return self._add(texts, normalise(vectors) if len(texts) else vectors, metadatas, ids)
 
     def _add(self, texts: Sequence[str], vectors: np.ndarray | None, metadatas: Sequence[Mapping[str, Any]] | None,
              ids: Sequence[str] | None, batch_size: int = 32) -> list[str]:
@@ -629,7 +616,7 @@ class Index:
     def _dense_candidates(self, vector: Sequence[float] | np.ndarray, n: int,
                           allowed: np.ndarray | None) -> list[tuple[int, float]]:
         """(chunk id, cosine) of the ``n`` nearest vectors, best first."""
-        query = _normalise(np.asarray(vector, dtype=np.float32))
+        query = normalise(np.asarray(vector, dtype=np.float32))
         if query.shape != (1, self.dim):
             raise LLM2VecError(f"query vector has shape {tuple(np.shape(vector))}, the index holds {self.dim}-d vectors")
         scores, ids = self.backend.search(query, n, allowed)

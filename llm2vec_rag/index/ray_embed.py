@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, LLM2VecError
+from .records import normalise
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import Index
@@ -166,8 +167,6 @@ class RayEmbedder:
             log(f"note: embedding with Ray ({self.address or 'local'}): {self.actors} {kind}")
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from .index import _normalise
-
         texts = [str(t) for t in texts]
         n = len(texts)
         if n == 0:
@@ -210,7 +209,7 @@ class RayEmbedder:
             raise LLM2VecError(f"embedding with Ray returned {int(done.sum())} of {n} vectors")
         if out.shape[1] != self.dim:
             raise IndexModelMismatchError(f"the encoder gives {out.shape[1]}-d vectors, the index holds {self.dim}-d")
-        return _normalise(out)
+        return normalise(out)
 
     def close(self) -> None:
         """Shut down the Ray runtime if this object started it (a joined or reused one is left alone)."""

@@ -27,6 +27,7 @@ from .chunk import chunk_document, make_counter
 from .ingest import (NotRegularFileError, WalkResult, content_hash, display_path, normalise_extensions, path_key,
                      read_regular_file, walk)
 from .readers import UnreadableFileError, looks_binary, read_document
+from .records import ChunkRow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import Index
@@ -191,8 +192,6 @@ def sync_folder(
         def log(message: str) -> None:  # each warning on its own line, the bar redrawn below it
             with bar.external_write_mode(file=sys.stderr):
                 plain_log(message)
-    from .index import ChunkRow
-
     try:
         for cand in found.files:
             path = path_key(str(cand.path))  # how it is stored (lossless for non-UTF-8 names)
