@@ -60,18 +60,8 @@ ALLOWED_CIRCLES: set[frozenset[str]] = {
     frozenset({"llm2vec_rag.dtype_choice", "llm2vec_rag.runtime"}),
     frozenset({"llm2vec_rag.encoder", "llm2vec_rag.parallel"}),
     frozenset({"llm2vec_rag.index.backend", "llm2vec_rag.index.faiss_backend", "llm2vec_rag.index.qdrant_backend"}),
-    frozenset({"llm2vec_rag.index.index", "llm2vec_rag.index.ray_embed", "llm2vec_rag.index.sync"}),
 }
-ALLOWED_PRIVATE_USES: set[str] = {
-    "llm2vec_rag.index.faiss_backend -> ._log",
-    "llm2vec_rag.index.qdrant_backend -> ._log",
-    "llm2vec_rag.index.ray_embed -> llm2vec_rag.index.index._load_options",
-    "llm2vec_rag.index.ray_embed -> ._encoder",
-    "llm2vec_rag.index.ray_embed -> ._encoder_options",
-    "llm2vec_rag.index.sync -> ._commit",
-    "llm2vec_rag.index.sync -> ._embed_documents",
-    "llm2vec_rag.index.sync -> ._log",
-}
+ALLOWED_PRIVATE_USES: set[str] = set()
 ALLOWED_LONG_FUNCTIONS: set[str] = {
     "llm2vec_rag.encoder:LLM2Vec.from_pretrained",
     "llm2vec_rag.index.index:Index.open",

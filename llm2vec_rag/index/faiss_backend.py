@@ -93,7 +93,7 @@ class FaissBackend(VectorBackend):
             try:
                 faiss_index = store.read_index(path, info.get("faiss_checksum"))
             except Exception as exc:
-                ix._log(f"warning: {path.name} is unreadable ({store.faiss_message(exc)[:100]}); "
+                ix.log(f"warning: {path.name} is unreadable ({store.faiss_message(exc)[:100]}); "
                         "rebuilding it from the stored vectors")
                 self._dirty = True  # a writer saves a good snapshot, even with nothing else to change
                 return None
@@ -102,14 +102,14 @@ class FaissBackend(VectorBackend):
                 return store.to_gpu(faiss_index) if not ix.writable else faiss_index
         if count or generation:
             if ix.writable:  # the writer holds the lock: nobody else is writing, so a run was cut short
-                ix._log("note: the FAISS file does not match the metadata (an interrupted run?): "
+                ix.log("note: the FAISS file does not match the metadata (an interrupted run?): "
                         "rebuilding it from the stored vectors")
             elif info.get("faiss_rows_version") == info.get("rows_version"):
-                ix._log(f"note: {path.name} is missing or does not match the stored chunks: rebuilding it in "
+                ix.log(f"note: {path.name} is missing or does not match the stored chunks: rebuilding it in "
                         "memory from the stored vectors (the next `llm2vec-rag index` run writes it)")
             elif not self._said_behind:
                 self._said_behind = True
-                ix._log("note: the FAISS file is behind the stored chunks (an update is running, or one was "
+                ix.log("note: the FAISS file is behind the stored chunks (an update is running, or one was "
                         "interrupted): searching a copy built from the stored vectors")
             self._dirty = True
         return None
@@ -121,7 +121,7 @@ class FaissBackend(VectorBackend):
         current = ix.store_path / f"vectors-{int(info.get('faiss_generation', 0))}.faiss"
         bad = current.is_file() and not store.checksum_matches(current, info.get("faiss_checksum"))
         if bad:
-            ix._log(f"warning: {current.name} does not match its checksum (damaged on disk): "
+            ix.log(f"warning: {current.name} does not match its checksum (damaged on disk): "
                     "rebuilding it from the stored vectors")
             self.mark_stale()
         if bad or info.get("faiss_rows_version") != info.get("rows_version") or \
@@ -139,7 +139,7 @@ class FaissBackend(VectorBackend):
         factory = store.factory_string(ix.index_type, ix.dim, n)
         faiss_index, self._factory = store.build_index(
             factory, ix.dim, lambda: ix.meta.iter_vectors(ix.dim), n,
-            lambda m: ix.meta.sample_vectors(m, ix.dim), log=ix._log,
+            lambda m: ix.meta.sample_vectors(m, ix.dim), log=ix.log,
         )
         self._faiss = store.to_gpu(faiss_index) if not ix.writable else faiss_index
         self._needs_rebuild = False
@@ -172,7 +172,7 @@ class FaissBackend(VectorBackend):
         ix = self.index
         faiss_index = self.faiss_index()
         if self._should_retrain():
-            ix._log(f"note: {len(ix)} vectors: training the {ix.index_type} index now")
+            ix.log(f"note: {len(ix)} vectors: training the {ix.index_type} index now")
             self._rebuild()
             faiss_index = self._faiss
         generation = int(ix.meta.info().get("faiss_generation", 0)) + 1

@@ -31,7 +31,7 @@ from .hybrid import SearchSettings, fuse, single
 from . import rebuild as rebuild_staging
 from .lock import LOCK_FILE, WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore, database_error
-from .model import encoder_record, load_encoder
+from .model import encoder_record, load_encoder, load_options
 from .records import ChunkRow, Hit, Record, normalise, record_from_row, stable_id
 
 DEFAULT_INDEX_DIR = ".llm2vec-rag"
@@ -93,7 +93,7 @@ class Index:
         self.meta = meta
         self._encoder = encoder
         self._lock = lock
-        self._log = log or (lambda message: print(message, file=sys.stderr))
+        self.log = log or (lambda message: print(message, file=sys.stderr))
         self._encoder_options = dict(encoder_options or {})
         self.info = meta.info()
         self._backend: VectorBackend | None = None
@@ -132,7 +132,7 @@ class Index:
         try:
             index = cls(folder, MetaStore(folder / META_FILE), None, lock, log, encoder_options)
             if writable:
-                rebuild_staging.discard_staging(folder, index._log)
+                rebuild_staging.discard_staging(folder, index.log)
             if encoder is not None:
                 index._check_encoder(encoder)
                 index._encoder = encoder
@@ -179,17 +179,17 @@ class Index:
                     check_index_type(changes.get("backend", index.info.get("backend", "faiss")), new_type,
                                      int(index.info["dim"]))
                 if encoder is None and model is not None:
-                    encoder = load_encoder(model, adapters, **_load_options(encoder_options))
+                    encoder = load_encoder(model, adapters, **load_options(encoder_options))
                 if encoder is not None:  # else the recorded model, loaded when something needs embedding
                     index._check_encoder(encoder)
                     index._encoder = encoder
                 if changes or new_type != index.info.get("index_type"):
                     if index_type is not None and index_type != index.info.get("index_type"):
-                        index._log(f"note: changing the index type from {index.info.get('index_type')} to "
+                        index.log(f"note: changing the index type from {index.info.get('index_type')} to "
                                    f"{index_type}: rebuilding the vector index from the stored vectors "
                                    "(no re-embedding)")
                     if changes:
-                        index._log(f"note: moving the vectors to {_describe_target(changes, index.info)}: "
+                        index.log(f"note: moving the vectors to {_describe_target(changes, index.info)}: "
                                    "copying them from the stored vectors (no re-embedding)")
                         _drop_backend(index)  # the old place: its points (Qdrant) are taken out
                         index._backend = None
@@ -203,7 +203,7 @@ class Index:
                     with meta.transaction() as conn:
                         meta.set_info({"query_instruction": query_instruction}, conn)
                     index.info = meta.info()
-                rebuild_staging.discard_staging(folder, index._log)  # an unfinished --rebuild nobody resumed
+                rebuild_staging.discard_staging(folder, index.log)  # an unfinished --rebuild nobody resumed
                 index.backend.reconcile()
                 return index
             # Everything is checked (settings, index type at the real dimension, the model) before
@@ -212,7 +212,7 @@ class Index:
             settings = {"backend": "faiss", **backend_settings(backend, url, collection, folder, {})}
             check_index_type(settings["backend"], kind)
             if encoder is None:
-                encoder = load_encoder(model or _default_model(), adapters, **_load_options(encoder_options))
+                encoder = load_encoder(model or _default_model(), adapters, **load_options(encoder_options))
             check_index_type(settings["backend"], kind, int(encoder.dim))
             record = encoder_record(encoder, model, adapters)
             if query_instruction is not None:
@@ -272,15 +272,26 @@ class Index:
     def encoder(self) -> Any:
         """The encoder, loading the one recorded in the index on first use."""
         if self._encoder is None:
-            args = dict(self.info.get("model_args") or {"model": self.info.get("model")})
+            args = self.encoder_arguments
             try:
-                encoder = load_encoder(args.pop("model"), args.pop("adapters", ()),
-                                       **{**args, **_load_options(self._encoder_options)})
+                encoder = load_encoder(args.pop("model"), args.pop("adapters", ()), **args)
             except LLM2VecError as exc:
                 raise LLM2VecError(f"cannot load the model this index was built with: {exc}") from None
             self._check_encoder(encoder)
             self._encoder = encoder
         return self._encoder
+
+    @property
+    def loaded_encoder(self) -> Any:
+        """The encoder if it is loaded already, else None (loads nothing)."""
+        return self._encoder
+
+    @property
+    def encoder_arguments(self) -> dict[str, Any]:
+        """How to load the recorded encoder (``model``, ``adapters``, settings), with the load options
+        this index was opened with (``dtype``, ``device``, ...) over the recorded ones."""
+        args = dict(self.info.get("model_args") or {"model": self.info.get("model")})
+        return {**args, **load_options(self._encoder_options)}
 
     @property
     def dim(self) -> int:
@@ -393,7 +404,7 @@ class Index:
     def _swap_in(self) -> None:
         old = None
         if self._replaced is not None and self._replaced.get("backend", "faiss") != "faiss":
-            old = Index(self.path, MetaStore(self.path / META_FILE), None, self._lock, self._log)
+            old = Index(self.path, MetaStore(self.path / META_FILE), None, self._lock, self.log)
         if self._backend is not None:
             self._backend.close()
             self._backend = None
@@ -410,11 +421,12 @@ class Index:
         self.info = self.meta.info()
 
     # ------------------------------------------------------------------ writing
-    def _commit(self, rows: Sequence[ChunkRow] = (), remove_doc_ids: Sequence[str] = (),
-                remove_files: Sequence[str] = (), file_rows: Sequence[dict[str, Any]] = ()) -> tuple[int, int]:
-        """One SQLite transaction for all of it, then the same change on the in-memory FAISS index.
+    def commit(self, rows: Sequence[ChunkRow] = (), remove_doc_ids: Sequence[str] = (),
+               remove_files: Sequence[str] = (), file_rows: Sequence[dict[str, Any]] = ()) -> tuple[int, int]:
+        """One SQLite transaction for all of it, then the same change on the vector backend.
 
-        Returns (chunks added, chunks removed).
+        The low-level write that ``add_texts``, ``delete`` and folder sync share. Returns
+        (chunks added, chunks removed).
         """
         self._require_writable()
         backend = self.backend
@@ -455,7 +467,8 @@ class Index:
         backend.apply(rows, removed)
         return len(rows), len(removed)
 
-    def _embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Normalised document vectors from the index's encoder, checked against the index's dimension."""
         vectors = self.encoder.encode_documents(list(texts), batch_size=batch_size, show_progress_bar=False,
                                                 normalize_embeddings=True)
         vectors = normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
@@ -495,7 +508,7 @@ class Index:
         self._require_writable()
         for s in range(0, len(texts), 1024):
             part = slice(s, s + 1024)
-            block = self._embed_documents(texts[part], batch_size) if vectors is None else vectors[part]
+            block = self.embed_documents(texts[part], batch_size) if vectors is None else vectors[part]
             rows = []
             for j, (doc_id, text, vector) in enumerate(zip(doc_ids[part], texts[part], block)):
                 meta = dict(metadatas[s + j]) if metadatas is not None else {}
@@ -503,7 +516,7 @@ class Index:
                                      chunk=_as_int(meta.get("chunk", 0)), heading=str(meta.get("heading", "") or ""),
                                      page=_as_int(meta["page"]) if meta.get("page") is not None else None,
                                      start=0, end=len(text), metadata=meta))
-            self._commit(rows, remove_doc_ids=[r.doc_id for r in rows])
+            self.commit(rows, remove_doc_ids=[r.doc_id for r in rows])
         return doc_ids
 
     add = add_texts
@@ -513,7 +526,7 @@ class Index:
         found = self.meta.ids_for_doc_ids([str(i) for i in ids])
         if not found:
             return 0
-        _, removed = self._commit(remove_doc_ids=list(found))
+        _, removed = self.commit(remove_doc_ids=list(found))
         return removed
 
     def update(self, folder: str | os.PathLike[str], **options: Any):
@@ -707,11 +720,6 @@ def _default_model() -> str:
     return DEFAULT_MODEL
 
 
-def _load_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k in {"pooling_mode", "max_length", "dtype", "device", "compile"}
-            and v is not None}
-
-
 def _drop_outside(cls: type[Index], folder: Path, lock: WriteLock, log: Callable[[str], None] | None) -> None:
     """Before ``--rebuild`` wipes the folder: take the old index's points out of a Qdrant collection."""
     try:
@@ -729,7 +737,7 @@ def _drop_backend(index: Index) -> None:
     try:
         index.backend.drop()
     except LLM2VecError as exc:
-        index._log(f"warning: could not remove the old vectors ({exc}); carrying on")
+        index.log(f"warning: could not remove the old vectors ({exc}); carrying on")
     finally:
         if index._backend is not None:
             index._backend.close()

@@ -231,7 +231,7 @@ class QdrantBackend(VectorBackend):
     def reconcile(self) -> None:
         if self._stale:
             if self.index.meta.count() or self.index.info.get("rows_version"):
-                self.index._log(f"note: the Qdrant collection {self.collection} is behind the metadata "
+                self.index.log(f"note: the Qdrant collection {self.collection} is behind the metadata "
                                 "(an interrupted run, or a new backend): copying the stored vectors")
             self._full_sync()
 
@@ -272,7 +272,7 @@ class QdrantBackend(VectorBackend):
         if self._stale and self.index.writable:
             self._full_sync()
         if self._stale and not self._warned:
-            self.index._log(f"warning: the Qdrant collection {self.collection} is behind the metadata; "
+            self.index.log(f"warning: the Qdrant collection {self.collection} is behind the metadata; "
                             "run `llm2vec-rag index` again to repair it")
             self._warned = True
         if not self._exists():

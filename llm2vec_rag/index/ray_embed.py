@@ -123,17 +123,15 @@ class RayEmbedder:
             raise
 
     def _configure(self, index: Index, actors: int | None, log: Callable[[str], None] | None) -> None:
-        from .index import _load_options
-
         ray = self._ray
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
         node_cpus = max([int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
-        args = dict(index.info.get("model_args") or {"model": index.info.get("model")})
+        args = index.encoder_arguments
         model = str(args.pop("model"))
         adapters = list(args.pop("adapters", None) or ())
-        options = {k: v for k, v in {**args, **_load_options(index._encoder_options)}.items() if v is not None}
+        options = {k: v for k, v in args.items() if v is not None}
         device = str(options.pop("device", "auto"))
         self.use_gpu = gpus > 0 and not device.startswith("cpu")
         if self.use_gpu:
@@ -149,9 +147,9 @@ class RayEmbedder:
                 self.actors = max(1, cpus // threads)
             num_cpus = threads
             options["device"] = "cpu"
-            if options.get("dtype", "auto") == "auto" and index._encoder is not None:
+            if options.get("dtype", "auto") == "auto" and index.loaded_encoder is not None:
                 # the dtype the in-process model uses, so CPU actors give the same vectors
-                dtype = _model_dtype(index._encoder)
+                dtype = _model_dtype(index.loaded_encoder)
                 if dtype:
                     options["dtype"] = dtype
         self.threads = threads

@@ -114,7 +114,7 @@ def sync_folder(
     Ray is started only when something needs embedding: an unchanged re-run never touches it.
     """
     start_time = time.perf_counter()
-    log = index._log
+    log = index.log
     use_ray = ray is not None and ray is not False
     if use_ray:
         from .ray_embed import RAY_COMMIT_CHUNKS, require_ray
@@ -173,10 +173,10 @@ def sync_folder(
                 embedder.append(RayEmbedder(index, ray, ray_actors, batch_size, log=log))
             vectors = embedder[0](texts)
         else:
-            vectors = index._embed_documents(texts, batch_size) if texts else []
+            vectors = index.embed_documents(texts, batch_size) if texts else []
         for row, vector in zip(pending_rows, vectors):
             row.vector = vector
-        added, removed = index._commit(pending_rows, file_rows=pending_files)
+        added, removed = index.commit(pending_rows, file_rows=pending_files)
         report.chunks_added += added
         report.chunks_removed += removed
         pending_rows.clear()
@@ -268,7 +268,7 @@ def sync_folder(
             embedder[0].close()
     gone = [p for p in recorded if p not in seen]
     if gone:
-        _, removed = index._commit(remove_files=gone)
+        _, removed = index.commit(remove_files=gone)
         report.removed = len(gone)
         report.chunks_removed += removed
         crash_point_removed()
