@@ -59,7 +59,6 @@ MAX_FUNCTION_LINES = 80
 ALLOWED_CIRCLES: set[frozenset[str]] = {
     frozenset({"llm2vec_rag.dtype_choice", "llm2vec_rag.runtime"}),
     frozenset({"llm2vec_rag.encoder", "llm2vec_rag.parallel"}),
-    frozenset({"llm2vec_rag.index.backend", "llm2vec_rag.index.faiss_backend", "llm2vec_rag.index.qdrant_backend"}),
 }
 ALLOWED_PRIVATE_USES: set[str] = set()
 ALLOWED_LONG_FUNCTIONS: set[str] = {

@@ -123,15 +123,3 @@ def backend_settings(backend: str | None, url: str | None, collection: str | Non
         raise LLM2VecError(f"--url must be a Qdrant server address like http://localhost:6333 (or file:///folder for "
                            f"a local-mode folder), not {url!r}")
     return {k: v for k, v in wanted.items() if info.get(k) != v}
-
-
-def make_backend(index: Index) -> VectorBackend:
-    """The backend recorded in the index's settings (``faiss`` for indexes from before backends)."""
-    name = validate_backend(str(index.info.get("backend", "faiss")))
-    if name == "qdrant":
-        from .qdrant_backend import QdrantBackend
-
-        return QdrantBackend(index)
-    from .faiss_backend import FaissBackend
-
-    return FaissBackend(index)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
-from .backend import VectorBackend, backend_settings, check_index_type, make_backend
+from .backend import VectorBackend, backend_settings, check_index_type
+from .backend_registry import make_backend
 from . import lexical
 from .faults import crash_point
 from .ingest import valid_text
