@@ -16,7 +16,7 @@ from .embedded import EMBEDDED
 from .errors import ModelNotFoundError
 from .gguf import gguf_to_hf_dir
 from .hub import HubOptions, snapshot
-from .runtime import cache_dir
+from .paths import cache_dir
 
 Kind = Literal["embedded", "gguf", "hf-dir", "hub", "llm2vec-dir", "st-dir"]
 

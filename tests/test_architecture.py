@@ -57,7 +57,6 @@ SOURCE_DIRS = {"llm2vec_rag": "llm2vec_rag", "integrations": "llm2vec_rag.integr
 MAX_FUNCTION_LINES = 80
 
 ALLOWED_CIRCLES: set[frozenset[str]] = {
-    frozenset({"llm2vec_rag.dtype_choice", "llm2vec_rag.runtime"}),
     frozenset({"llm2vec_rag.encoder", "llm2vec_rag.parallel"}),
 }
 ALLOWED_PRIVATE_USES: set[str] = set()
