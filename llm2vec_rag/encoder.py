@@ -11,10 +11,11 @@ Public API mirrors sentence-transformers (``encode``, ``encode_queries``,
 from __future__ import annotations
 
 import dataclasses
-
+import functools
 import hashlib
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -377,7 +378,14 @@ class LLM2Vec:
         """One model per worker: every CUDA device by default, else two CPU workers."""
         from .parallel import start_pool
 
-        return start_pool(self, target_devices)
+        load_kwargs = dict(self.load_spec or {})
+        tmpdir = None
+        if not load_kwargs:  # built in memory, not by from_pretrained: the workers load a saved copy
+            tmpdir = tempfile.TemporaryDirectory(prefix="llm2vec-rag-pool-")
+            self.save(os.path.join(tmpdir.name, "model"))
+            load_kwargs = {"model": os.path.join(tmpdir.name, "model")}
+        load_kwargs["dtype"] = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return start_pool(functools.partial(load_on_device, load_kwargs), target_devices, tmpdir=tmpdir)
 
     def encode_multi_process(self, sentences: Sequence[Any], pool, chunk_size: int = 1000, **options: Any) -> np.ndarray:
         """Like :meth:`encode`, spread over the workers of ``pool``; output in input order."""
@@ -442,6 +450,11 @@ class LLM2Vec:
             f"bidirectional={self.enable_bidirectional}, max_length={self.max_length}, "
             f"dtype={next(self.model.parameters()).dtype}, device={self.device}, engine={self.engine!r})"
         )
+
+
+def load_on_device(load_kwargs: dict[str, Any], device: str) -> LLM2Vec:
+    """``LLM2Vec.from_pretrained(**load_kwargs)`` on ``device``: what a pool worker runs (picklable)."""
+    return LLM2Vec.from_pretrained(**{**load_kwargs, "device": device})
 
 
 def forward_batch(

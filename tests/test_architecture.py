@@ -56,9 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = {"llm2vec_rag": "llm2vec_rag", "integrations": "llm2vec_rag.integrations", "cli": "llm2vec_rag.cli"}
 MAX_FUNCTION_LINES = 80
 
-ALLOWED_CIRCLES: set[frozenset[str]] = {
-    frozenset({"llm2vec_rag.encoder", "llm2vec_rag.parallel"}),
-}
+ALLOWED_CIRCLES: set[frozenset[str]] = set()
 ALLOWED_PRIVATE_USES: set[str] = set()
 ALLOWED_LONG_FUNCTIONS: set[str] = {
     "llm2vec_rag.encoder:LLM2Vec.from_pretrained",
