@@ -63,7 +63,6 @@ ALLOWED_LONG_FUNCTIONS: set[str] = {
     "llm2vec_rag.index.index:Index.open",
     "llm2vec_rag.index.ingest:walk",
     "llm2vec_rag.index.sync:sync_folder",
-    "llm2vec_rag.integrations.server.app:create_app",
     "llm2vec_rag.training.trainer:Trainer.train",
 }
 
