@@ -60,7 +60,6 @@ ALLOWED_CIRCLES: set[frozenset[str]] = set()
 ALLOWED_PRIVATE_USES: set[str] = set()
 ALLOWED_LONG_FUNCTIONS: set[str] = {
     "llm2vec_rag.encoder:LLM2Vec.from_pretrained",
-    "llm2vec_rag.index.index:Index.open",
     "llm2vec_rag.index.ingest:walk",
     "llm2vec_rag.training.trainer:Trainer.train",
 }

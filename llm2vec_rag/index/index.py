@@ -169,83 +169,98 @@ class Index:
         except OSError:  # a full disk (not another writer: that one is an IndexLockedError)
             _remove_created(folder, created, fresh, had_lock)
             raise
+        target = {"backend": backend, "url": url, "collection": collection}
         try:
             exists = _has_index(folder)
             if exists and not rebuild:
-                meta = MetaStore(folder / META_FILE)
-                index = cls(folder, meta, None, lock, log, encoder_options)
-                changes = backend_settings(backend, url, collection, folder, index.info)
-                new_type = index_type if index_type is not None else index.info.get("index_type", "flat")
-                if changes or new_type != index.info.get("index_type"):  # checked before a model loads
-                    check_index_type(changes.get("backend", index.info.get("backend", "faiss")), new_type,
-                                     int(index.info["dim"]))
-                if encoder is None and model is not None:
-                    encoder = load_encoder(model, adapters, **load_options(encoder_options))
-                if encoder is not None:  # else the recorded model, loaded when something needs embedding
-                    index._check_encoder(encoder)
-                    index._encoder = encoder
-                if changes or new_type != index.info.get("index_type"):
-                    if index_type is not None and index_type != index.info.get("index_type"):
-                        index.log(f"note: changing the index type from {index.info.get('index_type')} to "
-                                   f"{index_type}: rebuilding the vector index from the stored vectors "
-                                   "(no re-embedding)")
-                    if changes:
-                        index.log(f"note: moving the vectors to {_describe_target(changes, index.info)}: "
-                                   "copying them from the stored vectors (no re-embedding)")
-                        _drop_backend(index)  # the old place: its points (Qdrant) are taken out
-                        index._backend = None
-                        _wipe_faiss(folder)
-                    with meta.transaction() as conn:
-                        meta.set_info({**changes, "index_type": new_type, "backend_rows_version": -1,
-                                       "faiss_rows_version": -1}, conn)
-                    index.info = meta.info()
-                    index.backend.mark_stale()
-                if query_instruction is not None and query_instruction != index.info.get("query_instruction"):
-                    with meta.transaction() as conn:
-                        meta.set_info({"query_instruction": query_instruction}, conn)
-                    index.info = meta.info()
-                rebuild_staging.discard_staging(folder, index.log)  # an unfinished --rebuild nobody resumed
-                index.backend.reconcile()
+                index = cls(folder, MetaStore(folder / META_FILE), None, lock, log, encoder_options)
+                index._reopen(encoder, model, adapters, index_type, query_instruction, target)
                 return index
-            # Everything is checked (settings, index type at the real dimension, the model) before
-            # anything on disk changes: a bad --rebuild leaves the old index as it was.
-            kind = index_type or "flat"
-            settings = {"backend": "faiss", **backend_settings(backend, url, collection, folder, {})}
-            check_index_type(settings["backend"], kind)
-            if encoder is None:
-                encoder = load_encoder(model or _default_model(), adapters, **load_options(encoder_options))
-            check_index_type(settings["backend"], kind, int(encoder.dim))
-            record = encoder_record(encoder, model, adapters)
-            if query_instruction is not None:
-                record["query_instruction"] = query_instruction
-            wanted = {**record, **settings, "index_type": kind}
-            old = rebuild_staging.live_info(folder) if exists else None
-            staged = old is not None and settings["backend"] == "faiss"
-            resumed = False
-            if staged:  # built beside the live index, which keeps answering searches; swapped in by close()
-                meta, resumed = rebuild_staging.open_staging(folder, wanted, log or _stderr)
-            else:  # nothing readable to keep, or a Qdrant target (old points are dropped first)
-                if exists:
-                    _drop_outside(cls, folder, lock, log)
-                _wipe(folder)
-                rebuild_staging.discard_staging(folder, lambda m: None)
-                meta = MetaStore(folder / META_FILE, create=True)
-            if not resumed:
-                with meta.transaction() as conn:
-                    meta.set_info({**wanted, "format": FORMAT_VERSION, "index_uuid": uuid.uuid4().hex,
-                                   "created_at": time.time(), "rows_version": 0,
-                                   "faiss_generation": int(old.get("faiss_generation", 0)) if staged else 0,
-                                   "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
-            index = cls(folder, meta, encoder, lock, log, encoder_options)
-            if staged:
-                index.store_path, index._staged = meta.path.parent, True
-                index._replaced = old
-            index.backend.mark_stale()
-            return index
+            return cls._create(folder, lock, exists, encoder, model, adapters, index_type, query_instruction,
+                               target, log, encoder_options)
         except BaseException:
             lock.release()
             _remove_created(folder, created, fresh, had_lock)
             raise
+
+    def _reopen(self, encoder: Any, model: str | None, adapters: Sequence[str], index_type: str | None,
+                query_instruction: str | None, target: dict[str, Any]) -> None:
+        """``open`` of an existing index: check (and load) the model, apply changed settings, catch up."""
+        meta, folder = self.meta, self.path
+        changes = backend_settings(target["backend"], target["url"], target["collection"], folder, self.info)
+        new_type = index_type if index_type is not None else self.info.get("index_type", "flat")
+        if changes or new_type != self.info.get("index_type"):  # checked before a model loads
+            check_index_type(changes.get("backend", self.info.get("backend", "faiss")), new_type, int(self.info["dim"]))
+        if encoder is None and model is not None:
+            encoder = load_encoder(model, adapters, **load_options(self._encoder_options))
+        if encoder is not None:  # else the recorded model, loaded when something needs embedding
+            self._check_encoder(encoder)
+            self._encoder = encoder
+        if changes or new_type != self.info.get("index_type"):
+            if index_type is not None and index_type != self.info.get("index_type"):
+                self.log(f"note: changing the index type from {self.info.get('index_type')} to "
+                         f"{index_type}: rebuilding the vector index from the stored vectors (no re-embedding)")
+            if changes:
+                self.log(f"note: moving the vectors to {_describe_target(changes, self.info)}: "
+                         "copying them from the stored vectors (no re-embedding)")
+                _drop_backend(self)  # the old place: its points (Qdrant) are taken out
+                self._backend = None
+                _wipe_faiss(folder)
+            with meta.transaction() as conn:
+                meta.set_info({**changes, "index_type": new_type, "backend_rows_version": -1,
+                               "faiss_rows_version": -1}, conn)
+            self.info = meta.info()
+            self.backend.mark_stale()
+        if query_instruction is not None and query_instruction != self.info.get("query_instruction"):
+            with meta.transaction() as conn:
+                meta.set_info({"query_instruction": query_instruction}, conn)
+            self.info = meta.info()
+        rebuild_staging.discard_staging(folder, self.log)  # an unfinished --rebuild nobody resumed
+        self.backend.reconcile()
+
+    @classmethod
+    def _create(cls, folder: Path, lock: WriteLock, exists: bool, encoder: Any, model: str | None,
+                adapters: Sequence[str], index_type: str | None, query_instruction: str | None,
+                target: dict[str, Any], log: Callable[[str], None] | None, encoder_options: dict[str, Any]) -> Index:
+        """``open`` of a new index, or ``rebuild`` of an existing one.
+
+        Everything is checked (settings, index type at the real dimension, the model) before
+        anything on disk changes: a bad --rebuild leaves the old index as it was.
+        """
+        kind = index_type or "flat"
+        settings = {"backend": "faiss",
+                    **backend_settings(target["backend"], target["url"], target["collection"], folder, {})}
+        check_index_type(settings["backend"], kind)
+        if encoder is None:
+            encoder = load_encoder(model or _default_model(), adapters, **load_options(encoder_options))
+        check_index_type(settings["backend"], kind, int(encoder.dim))
+        record = encoder_record(encoder, model, adapters)
+        if query_instruction is not None:
+            record["query_instruction"] = query_instruction
+        wanted = {**record, **settings, "index_type": kind}
+        old = rebuild_staging.live_info(folder) if exists else None
+        staged = old is not None and settings["backend"] == "faiss"
+        resumed = False
+        if staged:  # built beside the live index, which keeps answering searches; swapped in by close()
+            meta, resumed = rebuild_staging.open_staging(folder, wanted, log or _stderr)
+        else:  # nothing readable to keep, or a Qdrant target (old points are dropped first)
+            if exists:
+                _drop_outside(cls, folder, lock, log)
+            _wipe(folder)
+            rebuild_staging.discard_staging(folder, lambda m: None)
+            meta = MetaStore(folder / META_FILE, create=True)
+        if not resumed:
+            with meta.transaction() as conn:
+                meta.set_info({**wanted, "format": FORMAT_VERSION, "index_uuid": uuid.uuid4().hex,
+                               "created_at": time.time(), "rows_version": 0,
+                               "faiss_generation": int(old.get("faiss_generation", 0)) if staged else 0,
+                               "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
+        index = cls(folder, meta, encoder, lock, log, encoder_options)
+        if staged:
+            index.store_path, index._staged = meta.path.parent, True
+            index._replaced = old
+        index.backend.mark_stale()
+        return index
 
     @classmethod
     def build(cls, folder: str | os.PathLike[str], path: str | os.PathLike[str] = DEFAULT_INDEX_DIR,
