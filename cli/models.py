@@ -7,7 +7,8 @@ import click
 
 from llm2vec_rag.embedded import DEFAULT_MODEL, EMBEDDED
 from llm2vec_rag.gguf import cached_dir_for, is_converted
-from llm2vec_rag.runtime import auto_dtype_choice, cache_dir, resolve_device
+from llm2vec_rag.paths import cache_dir
+from llm2vec_rag.runtime import auto_dtype_choice, resolve_device
 
 from .common import json_option
 

@@ -65,7 +65,7 @@ def adapter_free_view(path: Path) -> Path:
     import shutil
     import tempfile
 
-    from .runtime import cache_dir
+    from .paths import cache_dir
 
     path = Path(path).resolve()
     files = sorted(p.name for p in path.iterdir() if p.is_file()

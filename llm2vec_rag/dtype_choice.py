@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .paths import cache_dir
+
 DTYPE_ENV = "LLM2VEC_RAG_DTYPE"
 CACHE_FILE = "dtype-choice.json"
 BF16_MIN_SPEEDUP = 1.15
@@ -167,8 +169,6 @@ def _time_projections(shapes: tuple[tuple[int, int], ...], tokens: tuple[int, ..
 
 
 def _cache_path() -> Path:
-    from .runtime import cache_dir
-
     return cache_dir() / CACHE_FILE
 
 

@@ -11,12 +11,12 @@ Public API mirrors sentence-transformers (``encode``, ``encode_queries``,
 from __future__ import annotations
 
 import dataclasses
-
+import functools
 import hashlib
-import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,14 @@ import torch
 from . import bidirectional as bidi
 from .adapters import apply_adapters
 from .embedded import DEFAULT_MODEL
-from .errors import LLM2VecError, ModelLoadError, ModelNotFoundError
+from .errors import LLM2VecError
 from .instructions import Tokenized, split_input, tokenize_all
 from .hub import HubOptions
+from .loading import choose_engine, load_base, looks_like_model, pick_device, pick_dtype, transformers_kwargs
 from .pooling import POOLING_MODES, PoolingMode, check_pooling_mode, pool
 from .reference import REFERENCE_DOC_MAX_LENGTH, ChatTemplate, chat_template, cut_to_words
-from .resolve import (ResolvedModel, fetch_hub, read_reference_settings, resolve_adapter, resolve_model,
-                      written_by_reference)
-from .runtime import quiet_transformers, resolve_device, resolve_dtype
+from .resolve import fetch_hub, read_reference_settings, resolve_adapter, resolve_model, written_by_reference
+from .runtime import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class LLM2Vec:
         # the reference's positional order is (base, peft, merge_peft, enable_bidirectional): a model path
         # second is the peft adapter; a bool third is merge_peft whatever the second (None included);
         # the fourth, enable_bidirectional, is the same in both orders
-        if pooling_mode is not None and pooling_mode not in POOLING_MODES and _looks_like_model(pooling_mode):
+        if pooling_mode is not None and pooling_mode not in POOLING_MODES and looks_like_model(pooling_mode):
             if peft_model_name_or_path is not None:
                 raise LLM2VecError("peft_model_name_or_path given twice (second positional argument and keyword)")
             peft_model_name_or_path, pooling_mode = pooling_mode, None
@@ -198,9 +198,9 @@ class LLM2Vec:
         reference_style = any(v is not None for v in (
             base_model_name_or_path, peft_model_name_or_path, merge_peft, torch_dtype, device_map,
             doc_max_length, skip_instruction))
-        dtype = _pick_dtype(dtype, torch_dtype, reference_style)
-        device = _pick_device(device, device_map)
-        model_kwargs = _model_kwargs(hf_kwargs, attn_implementation)
+        dtype = pick_dtype(dtype, torch_dtype, reference_style)
+        device = pick_device(device, device_map)
+        model_kwargs = transformers_kwargs(hf_kwargs, attn_implementation)
         if "token" in model_kwargs:  # use_auth_token, the old name
             token = model_kwargs.pop("token") if token is None else token
         hub = HubOptions(revision=revision, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
@@ -231,7 +231,7 @@ class LLM2Vec:
             saved.update(read_reference_settings(adapter_dir))
         all_adapters = [*resolved.adapters, *extra]
         chosen = choose_engine(engine, resolved, all_adapters)
-        base, tokenizer = _load_base(resolved, torch_dtype_, engine=chosen, model_kwargs=model_kwargs)
+        base, tokenizer = load_base(resolved, torch_dtype_, engine=chosen, model_kwargs=model_kwargs)
         base = apply_adapters(base, all_adapters, merge_last=merge_adapters or bool(merge_peft))
         base.to(torch_device)
 
@@ -395,7 +395,14 @@ class LLM2Vec:
         """One model per worker: every CUDA device by default, else two CPU workers."""
         from .parallel import start_pool
 
-        return start_pool(self, target_devices)
+        load_kwargs = dict(self.load_spec or {})
+        tmpdir = None
+        if not load_kwargs:  # built in memory, not by from_pretrained: the workers load a saved copy
+            tmpdir = tempfile.TemporaryDirectory(prefix="llm2vec-rag-pool-")
+            self.save(os.path.join(tmpdir.name, "model"))
+            load_kwargs = {"model": os.path.join(tmpdir.name, "model")}
+        load_kwargs["dtype"] = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return start_pool(functools.partial(load_on_device, load_kwargs), target_devices, tmpdir=tmpdir)
 
     def encode_multi_process(self, sentences: Sequence[Any], pool, chunk_size: int = 1000, **options: Any) -> np.ndarray:
         """Like :meth:`encode`, spread over the workers of ``pool``; output in input order."""
@@ -474,6 +481,11 @@ class LLM2Vec:
         )
 
 
+def load_on_device(load_kwargs: dict[str, Any], device: str) -> LLM2Vec:
+    """``LLM2Vec.from_pretrained(**load_kwargs)`` on ``device``: what a pool worker runs (picklable)."""
+    return LLM2Vec.from_pretrained(**{**load_kwargs, "device": device})
+
+
 def forward_batch(
     model: torch.nn.Module,
     batch: Sequence[Tokenized],
@@ -513,11 +525,6 @@ def forward_padded(model: torch.nn.Module, features: dict[str, torch.Tensor]) ->
                  position_ids=features["position_ids"]).last_hidden_state
 
 
-# transformers keywords the reference passes on to the model load, and that we pass on too
-MODEL_KWARGS = frozenset({"trust_remote_code", "low_cpu_mem_usage", "use_safetensors", "quantization_config",
-                          "force_download", "use_auth_token"})
-
-
 def _warn_causal_qwen2(encoder: LLM2Vec, adapters: Sequence[Any]) -> None:
     """llm2vec 0.2.3's Qwen2 runs causal (docs/parity.md): its Qwen2 adapters were trained causal."""
     if not encoder.enable_bidirectional or bidi.model_type(encoder.model) != "qwen2":
@@ -528,140 +535,3 @@ def _warn_causal_qwen2(encoder: LLM2Vec, adapters: Sequence[Any]) -> None:
                            "causal; loaded bidirectional as asked: pass enable_bidirectional=False for the vectors it "
                            "was trained for (docs/parity.md)", adapter)
             return
-
-
-def _looks_like_model(value: Any) -> bool:
-    """A second positional argument that is an adapter (the reference's order), not a pooling mode."""
-    if isinstance(value, os.PathLike):
-        return True
-    return isinstance(value, str) and ("/" in value or os.sep in value or Path(value).expanduser().exists())
-
-
-def _pick_dtype(dtype: Any, torch_dtype: Any, reference_style: bool) -> Any:
-    """``torch_dtype`` (the reference's name) or ``dtype``; a reference-style call defaults to float32 as 4.44 did."""
-    if torch_dtype is not None:
-        if dtype not in (None, "auto") and dtype != torch_dtype:
-            raise LLM2VecError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; give one")
-        return torch_dtype
-    if reference_style and dtype in (None, "auto"):
-        return "float32"
-    return dtype
-
-
-def _pick_device(device: Any, device_map: Any) -> Any:
-    """``device_map`` (the reference's name) as one device: "cuda", "cpu", "cuda:1", or "auto"."""
-    if device_map is None:
-        return device
-    if isinstance(device_map, dict):
-        raise LLM2VecError("device_map dicts (a model split over devices) are not supported; pass one device, "
-                           "e.g. device_map='cuda' or device='cuda:1'")
-    if str(device_map) in ("auto", "balanced", "balanced_low_0", "sequential"):
-        device_map = "auto"
-    if device not in (None, "auto") and str(device) != str(device_map):
-        raise LLM2VecError(f"device={device!r} and device_map={device_map!r} disagree; give one")
-    return device_map
-
-
-def _model_kwargs(hf_kwargs: dict[str, Any], attn_implementation: str | None) -> dict[str, Any]:
-    """Keywords for transformers' model load; an unknown one is a TypeError, as in any Python call."""
-    unknown = sorted(set(hf_kwargs) - MODEL_KWARGS)
-    if unknown:
-        raise TypeError(f"LLM2Vec.from_pretrained() got unexpected keyword arguments {unknown}; "
-                        f"transformers options accepted: {', '.join(sorted(MODEL_KWARGS))}, attn_implementation, "
-                        "revision, cache_dir, token, local_files_only")
-    kwargs = dict(hf_kwargs)
-    if "use_auth_token" in kwargs:
-        kwargs["token"] = kwargs.pop("use_auth_token")
-    if attn_implementation is not None and attn_implementation != "sdpa":
-        kwargs["attn_implementation"] = attn_implementation
-    return kwargs
-
-
-GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
-
-
-def _load_tokenizer(source: str, light: bool = False) -> Any:
-    """``AutoTokenizer``, except where the saved config names the generic fast class: then that class
-    directly, which is what ``AutoTokenizer`` would build, without its ~1 s of resolving (start-up);
-    with ``light``, the same ``tokenizers`` object without importing transformers at all."""
-    config = Path(source) / "tokenizer_config.json"
-    if config.is_file() and (Path(source) / "tokenizer.json").is_file():
-        try:
-            name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
-        except (OSError, ValueError):
-            name = None
-        if name in GENERIC_TOKENIZERS:
-            if light:
-                from .light_tokenizer import LightTokenizer
-
-                return LightTokenizer(source)
-            from transformers import PreTrainedTokenizerFast
-
-            return PreTrainedTokenizerFast.from_pretrained(source)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(source)
-
-
-ENGINES = ("auto", "native", "transformers")
-
-
-def choose_engine(engine: str, resolved: ResolvedModel, adapters: Sequence[Any]) -> str:
-    """``native`` where it runs the checkpoint exactly and nothing needs transformers' modules, else ``transformers``."""
-    if engine == "auto":
-        engine = os.environ.get("LLM2VEC_RAG_ENGINE", "auto") or "auto"
-    if engine not in ENGINES:
-        raise LLM2VecError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
-    if engine == "transformers":
-        return engine
-    from .native import native_reason
-
-    if resolved.kind == "hub":
-        reason: str | None = "a Hub model (downloaded by transformers)"
-    elif adapters:
-        reason = "unmerged LoRA adapters (peft wraps transformers modules)"
-    else:
-        reason = native_reason(resolved.source)
-    if reason is None:
-        return "native"
-    if engine == "native":
-        raise LLM2VecError(f"the native engine cannot run {resolved.source}: {reason}; use engine='transformers'")
-    return "transformers"
-
-
-def _load_base(resolved: ResolvedModel, dtype: torch.dtype, engine: str = "transformers",
-               model_kwargs: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any]:
-    """The bare transformer (no LM head) and its tokenizer, quiet about the head it drops.
-
-    The tokenizer comes from ``resolved.tokenizer_source`` when set (a published ``-mntp``
-    directory's own tokenizer, as the reference loads it), else from beside the weights.
-    """
-    tokenizer_source = resolved.tokenizer_source or resolved.source
-    if engine == "native":
-        from .native import load_native
-
-        return load_native(resolved.source, dtype), _load_tokenizer(tokenizer_source, light=True)
-    from transformers import AutoModel
-
-    kwargs = dict(model_kwargs or {})
-    attn = kwargs.pop("attn_implementation", "sdpa")
-    with quiet_transformers():
-        try:
-            tokenizer = _load_tokenizer(tokenizer_source)
-            try:
-                model = AutoModel.from_pretrained(resolved.source, dtype=dtype, attn_implementation=attn, **kwargs)
-            except ValueError as exc:
-                if attn != "sdpa" or "scaled_dot_product_attention" not in str(exc):
-                    raise
-                model = AutoModel.from_pretrained(resolved.source, dtype=dtype, **kwargs)
-        except OSError as exc:
-            if resolved.kind == "hub":
-                from .resolve import _alternatives
-
-                reason = str(exc).strip().splitlines()[0][:200]
-                raise ModelNotFoundError(
-                    f"cannot load {resolved.source!r} from the Hugging Face Hub ({reason}); "
-                    f"offline, use one of: {_alternatives()}"
-                ) from None
-            raise ModelLoadError(f"cannot load model from {resolved.source}: {exc}") from None
-    return model, tokenizer

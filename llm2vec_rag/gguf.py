@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .runtime import cache_dir, quiet_transformers
+from .paths import cache_dir
+from .runtime import quiet_transformers
 
 GGUF_MAGIC = b"GGUF"
 

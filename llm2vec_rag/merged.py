@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .gguf import is_converted
-from .runtime import cache_dir, quiet_transformers
+from .paths import cache_dir
+from .runtime import quiet_transformers
 
 
 def _key(base: Path, adapters: Sequence[Path]) -> str:

@@ -1,24 +1,21 @@
 """Encode a large corpus with one model per worker process (one per GPU, or several CPU workers).
 
-Workers are spawned processes that load the model themselves from the same
-spec the parent used (or from a directory the parent saves), so nothing
-model-sized crosses a process boundary; texts go in, float32 arrays come back.
+Workers are spawned processes that build their encoder themselves with a picklable
+``factory(device)`` the caller gives (``LLM2Vec`` passes one that reloads it from its load
+spec, or from a directory it saves), so nothing model-sized crosses a process boundary and
+this module knows no encoder class; texts go in, float32 arrays come back.
 """
 from __future__ import annotations
 
 import os
 import queue
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import LLM2VecError
-
-if TYPE_CHECKING:
-    from .encoder import LLM2Vec
 
 
 @dataclass
@@ -27,18 +24,16 @@ class EncodePool:
     inputs: Any
     outputs: Any
     devices: list[str]
-    _tmpdir: Any = field(default=None, repr=False)
+    tmpdir: Any = field(default=None, repr=False)  # a TemporaryDirectory the workers load from, removed on stop
 
 
-def _worker(load_kwargs: dict, device: str, threads: int | None, inputs, outputs) -> None:
+def _worker(factory: Callable[[str], Any], device: str, threads: int | None, inputs, outputs) -> None:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    from .encoder import LLM2Vec
-
     try:
-        encoder = LLM2Vec.from_pretrained(**{**load_kwargs, "device": device})
+        encoder = factory(device)
     except Exception as exc:  # reported to the parent, which raises it
         outputs.put((-1, f"{type(exc).__name__}: {exc}"))
         return
@@ -54,8 +49,14 @@ def _worker(load_kwargs: dict, device: str, threads: int | None, inputs, outputs
             outputs.put((-1, f"{type(exc).__name__}: {exc}"))
 
 
-def start_pool(encoder: LLM2Vec, devices: Sequence[str] | None = None, threads_per_worker: int | None = None) -> EncodePool:
-    """Start one worker per entry of ``devices`` (default: every CUDA device, else two CPU workers)."""
+def start_pool(factory: Callable[[str], Any], devices: Sequence[str] | None = None,
+               threads_per_worker: int | None = None, tmpdir: Any = None) -> EncodePool:
+    """Start one worker per entry of ``devices`` (default: every CUDA device, else two CPU workers).
+
+    ``factory(device)`` builds the worker's encoder (anything with ``encode``); it is pickled into
+    each spawned process, so it must be a module-level function or a ``functools.partial`` of one.
+    ``tmpdir`` (a ``TemporaryDirectory``) is removed by :func:`stop_pool`.
+    """
     import multiprocessing as mp
 
     import torch
@@ -63,19 +64,12 @@ def start_pool(encoder: LLM2Vec, devices: Sequence[str] | None = None, threads_p
     if not devices:
         count = torch.cuda.device_count()
         devices = [f"cuda:{i}" for i in range(count)] if count else ["cpu", "cpu"]
-    load_kwargs = dict(getattr(encoder, "load_spec", None) or {})
-    tmpdir = None
-    if not load_kwargs:
-        tmpdir = tempfile.TemporaryDirectory(prefix="llm2vec-rag-pool-")
-        encoder.save(os.path.join(tmpdir.name, "model"))
-        load_kwargs = {"model": os.path.join(tmpdir.name, "model")}
-    load_kwargs["dtype"] = str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
     if threads_per_worker is None and all(d == "cpu" for d in devices):
         threads_per_worker = max(1, (os.cpu_count() or 1) // len(devices))
     ctx = mp.get_context("spawn")
     inputs, outputs = ctx.Queue(), ctx.Queue()
     processes = [
-        ctx.Process(target=_worker, args=(load_kwargs, d, threads_per_worker, inputs, outputs), daemon=True)
+        ctx.Process(target=_worker, args=(factory, d, threads_per_worker, inputs, outputs), daemon=True)
         for d in devices
     ]
     for p in processes:
@@ -123,5 +117,5 @@ def stop_pool(pool: EncodePool) -> None:
         p.join(timeout=30)
         if p.is_alive():
             p.terminate()
-    if pool._tmpdir is not None:
-        pool._tmpdir.cleanup()
+    if pool.tmpdir is not None:
+        pool.tmpdir.cleanup()

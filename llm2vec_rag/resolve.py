@@ -16,7 +16,7 @@ from .embedded import EMBEDDED
 from .errors import ModelNotFoundError
 from .gguf import gguf_to_hf_dir
 from .hub import HubOptions, snapshot
-from .runtime import cache_dir
+from .paths import cache_dir
 
 Kind = Literal["embedded", "gguf", "hf-dir", "hub", "llm2vec-dir", "st-dir"]
 
@@ -40,7 +40,8 @@ class ResolvedModel:
     name_or_path: str = ""  # what the reference reads as config._name_or_path (its chat templates key on it)
 
 
-def _alternatives() -> str:
+def alternatives() -> str:
+    """The model names that work offline, for error messages."""
     return ", ".join(EMBEDDED) + ", a .gguf file, or a local model directory"
 
 
@@ -58,7 +59,7 @@ def resolve_model(spec: str | os.PathLike[str]) -> ResolvedModel:
     """
     text = os.fspath(spec)
     if not text.strip():
-        raise ModelNotFoundError(f"empty model name; choose one of: {_alternatives()}")
+        raise ModelNotFoundError(f"empty model name; choose one of: {alternatives()}")
     key = text.strip().lower()
     if key in EMBEDDED:
         entry = EMBEDDED[key]
@@ -78,9 +79,9 @@ def resolve_model(spec: str | os.PathLike[str]) -> ResolvedModel:
     if path.is_dir():
         return _resolve_dir(path)
     if path.exists():
-        raise ModelNotFoundError(f"{path} is a file but not a .gguf model; choose one of: {_alternatives()}")
+        raise ModelNotFoundError(f"{path} is a file but not a .gguf model; choose one of: {alternatives()}")
     if not _is_hub_id(text):
-        raise ModelNotFoundError(f"unknown model {text!r}; choose one of: {_alternatives()}, or a Hub id org/name")
+        raise ModelNotFoundError(f"unknown model {text!r}; choose one of: {alternatives()}, or a Hub id org/name")
     return ResolvedModel(name=text, kind="hub", source=text)
 
 
@@ -200,7 +201,7 @@ def fetch_hub(resolved: ResolvedModel, options: HubOptions = HubOptions()) -> Re
     """
     if resolved.kind != "hub":
         return resolved
-    route = (f"offline, use one of: {_alternatives()}; for a published LLM2Vec checkpoint, "
+    route = (f"offline, use one of: {alternatives()}; for a published LLM2Vec checkpoint, "
              + local_route())
     folder = snapshot(resolved.source, options, what="model", local_route=route)
     local = _resolve_dir(folder)

@@ -1,17 +1,13 @@
-"""Where things live and what hardware to use: cache directory, device, dtype."""
+"""What hardware to use: device and dtype; and transformers kept quiet. (The cache folder: ``paths.py``.)"""
 from __future__ import annotations
 
 import contextlib
 import functools
-import os
-from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-
-CACHE_ENV = "LLM2VEC_RAG_CACHE"
 
 
 @contextlib.contextmanager
@@ -32,13 +28,6 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def cache_dir() -> Path:
-    """The cache root: ``$LLM2VEC_RAG_CACHE`` or ``~/.cache/llm2vec-rag``."""
-    root = os.environ.get(CACHE_ENV)
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "llm2vec-rag"
-    return path
 
 
 @functools.lru_cache(maxsize=1)

@@ -202,7 +202,7 @@ def test_generic_tokenizer_is_loaded_directly_with_the_same_tokens(tiny_model_di
 
     from transformers import AutoTokenizer
 
-    from llm2vec_rag.encoder import GENERIC_TOKENIZERS, _load_tokenizer
+    from llm2vec_rag.loading import GENERIC_TOKENIZERS, load_tokenizer as _load_tokenizer
 
     config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
     assert config.get("tokenizer_class") in GENERIC_TOKENIZERS  # what save_pretrained writes for these

@@ -156,10 +156,30 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
                on_failure: Callable[[BaseException], None] | None = None,
                aliases: dict[str, str] | None = None) -> Any:
     """The ASGI app. ``on_failure`` is called (from the engine thread) when loading fails."""
-    from fastapi.responses import JSONResponse, Response
+    io = JsonIO(settings or ServerSettings())
+    state = server_state(load, io.settings, on_failure, aliases)
+    engine = state.engine
 
-    orjson = require("orjson", "server", "orjson")
-    settings = settings or ServerSettings()
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        engine.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+
+    app = fastapi.FastAPI(title="llm2vec-rag", version=__version__, lifespan=lifespan, docs_url=None,
+                          redoc_url=None, openapi_url=None)
+    app.state.server = state
+    for add_routes in (add_error_handlers, add_openai_routes, add_tei_routes, add_ollama_routes, add_search_route,
+                       add_operation_routes):
+        add_routes(app, state, io)
+    return Gate(app, state)
+
+
+def server_state(load: Callable[[], Served], settings: ServerSettings,
+                 on_failure: Callable[[BaseException], None] | None, aliases: dict[str, str] | None) -> ServerState:
+    """The engine (which calls ``load`` on its own thread) and the state every route shares."""
     metrics = Metrics()
     holder: dict[str, ServerState] = {}
 
@@ -189,32 +209,34 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
         state.search_modes = "mode" in inspect.signature(Index.search).parameters
     except ImportError:  # pragma: no cover
         state.search_modes = False
+    return state
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        engine.start()
-        try:
-            yield
-        finally:
-            await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
-    app = fastapi.FastAPI(title="llm2vec-rag", version=__version__, lifespan=lifespan, docs_url=None,
-                          redoc_url=None, openapi_url=None)
-    app.state.server = state
+class JsonIO:
+    """Replies serialised with orjson, and request bodies read within ``--max-request-bytes``."""
 
-    def reply(content: Any, status: int = 200) -> Response:
-        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+    def __init__(self, settings: ServerSettings) -> None:
+        self.orjson = require("orjson", "server", "orjson")
+        self.settings = settings
+
+    def reply(self, content: Any, status: int = 200) -> Any:
+        from fastapi.responses import Response
+
+        return Response(self.orjson.dumps(content, option=self.orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                         media_type="application/json")
 
-    async def reply_big(content: Any, count: int) -> Response:
+    async def reply_big(self, content: Any, count: int) -> Any:
+        from fastapi.responses import Response
+
         if count < RENDER_IN_THREAD:
-            return reply(content)
+            return self.reply(content)
+        orjson = self.orjson
         body = await asyncio.get_running_loop().run_in_executor(
             None, lambda: orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY))
         return Response(body, media_type="application/json")
 
-    async def read_json(request) -> dict:
-        limit = settings.max_request_bytes
+    async def read_json(self, request) -> dict:
+        limit = self.settings.max_request_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"request body is {declared} bytes, the limit is {limit} "
@@ -227,12 +249,16 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
                                     f"split the request", code="request_too_large")
             chunks.append(chunk)
         try:
-            body = orjson.loads(b"".join(chunks))
-        except orjson.JSONDecodeError as exc:
+            body = self.orjson.loads(b"".join(chunks))
+        except self.orjson.JSONDecodeError as exc:
             raise bad(f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise bad("request body must be a JSON object")
         return body
+
+
+def add_error_handlers(app: Any, state: ServerState, io: JsonIO) -> None:
+    from fastapi.responses import JSONResponse, Response
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -247,60 +273,66 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
         message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0][:500]
         return JSONResponse(error_body(request.url.path, ApiError(500, message)), status_code=500)
 
-    # ------------------------------------------------------------------ OpenAI
+
+def add_openai_routes(app: Any, state: ServerState, io: JsonIO) -> None:
     @app.post("/v1/embeddings")
     async def openai_embeddings(request: Request):
-        spec = parse_openai(await read_json(request), settings)
+        spec = parse_openai(await io.read_json(request), state.settings)
         name, vectors, tokens = await embed(state, request, spec)
-        return await reply_big(openai_body(vectors, spec, name, tokens), len(vectors))
+        return await io.reply_big(openai_body(vectors, spec, name, tokens), len(vectors))
 
     @app.get("/v1/models")
     async def openai_models():
         _ready(state)
-        return reply({"object": "list", "data": [
+        return io.reply({"object": "list", "data": [
             {"id": n, "object": "model", "created": state.created, "owned_by": "llm2vec-rag"} for n in state.cards]})
 
     @app.get("/v1/models/{model_id:path}")
     async def openai_model(model_id: str):
         _ready(state)
         name = state.resolve(model_id)
-        return reply({"id": name, "object": "model", "created": state.created, "owned_by": "llm2vec-rag"})
+        return io.reply({"id": name, "object": "model", "created": state.created, "owned_by": "llm2vec-rag"})
 
-    # ------------------------------------------------------------------ TEI
+
+def add_tei_routes(app: Any, state: ServerState, io: JsonIO) -> None:
     async def tei_embed(request: Request):
-        spec = parse_tei(await read_json(request), settings)
+        spec = parse_tei(await io.read_json(request), state.settings)
         _name, vectors, _tokens = await embed(state, request, spec, param="inputs")
-        return await reply_big(vectors, len(vectors))
+        return await io.reply_big(vectors, len(vectors))
 
     app.post("/embed")(tei_embed)
     app.post("/")(tei_embed)  # TEI answers on the root too (huggingface_hub's InferenceClient posts there)
 
-    # ------------------------------------------------------------------ Ollama
+
+def add_ollama_routes(app: Any, state: ServerState, io: JsonIO) -> None:
     @app.post("/api/embed")
     async def ollama_embed(request: Request):
         started = time.perf_counter_ns()
-        spec = parse_ollama(await read_json(request), settings)
+        spec = parse_ollama(await io.read_json(request), state.settings)
         name, vectors, tokens = await embed(state, request, spec)
-        return await reply_big({"model": spec.model or name, "embeddings": vectors,
-                                "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
-                                "prompt_eval_count": tokens}, len(vectors))
+        return await io.reply_big({"model": spec.model or name, "embeddings": vectors,
+                                   "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
+                                   "prompt_eval_count": tokens}, len(vectors))
 
     @app.post("/api/embeddings")
     async def ollama_embeddings_legacy(request: Request):
-        spec = parse_ollama(await read_json(request), settings, legacy=True)
+        spec = parse_ollama(await io.read_json(request), state.settings, legacy=True)
         _name, vectors, _tokens = await embed(state, request, spec, param="prompt")
-        return reply({"embedding": vectors[0]})
+        return io.reply({"embedding": vectors[0]})
 
     @app.get("/api/tags")
     async def ollama_tags():
         _ready(state)
-        return reply({"models": [{"name": n, "model": n, "details": {"family": "llm2vec", "format": "safetensors"}}
-                                 for n in state.cards]})
+        return io.reply({"models": [{"name": n, "model": n, "details": {"family": "llm2vec", "format": "safetensors"}}
+                                    for n in state.cards]})
 
-    # ------------------------------------------------------------------ search
+
+def add_search_route(app: Any, state: ServerState, io: JsonIO) -> None:
+    settings = state.settings
+
     @app.post("/v1/search")
     async def search(request: Request):
-        body = await read_json(request)
+        body = await io.read_json(request)
         _ready(state)
         if state.index is None:
             raise ApiError(400, "this server has no index: start it with --index DIR", code="no_index")
@@ -336,29 +368,32 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
         data = [{"rank": h.rank, "score": round(float(h.score), 6), "source": h.source, "chunk": h.chunk,
                  "heading": h.heading, "page": h.page, "start": h.start, "end": h.end, "id": h.id, "text": h.text}
                 for h in hits]
-        return reply({"object": "list", "data": data, "model": state.index.get("model"), "query": query, "k": k,
-                      **options})
+        return io.reply({"object": "list", "data": data, "model": state.index.get("model"), "query": query, "k": k,
+                         **options})
 
-    # ------------------------------------------------------------------ operations
+
+def add_operation_routes(app: Any, state: ServerState, io: JsonIO) -> None:
+    from fastapi.responses import Response
+
+    engine = state.engine
+
     @app.get("/health")
     async def health():
         ready = engine.state == "ready"
-        return reply({"status": "ok" if ready else engine.state}, status=200 if ready else 503)
+        return io.reply({"status": "ok" if ready else engine.state}, status=200 if ready else 503)
 
     @app.get("/info")
     async def info():
-        return reply({"version": __version__, "state": engine.state,
-                      "default_model": state.default_model if state.cards else None,
-                      "models": [asdict(c) for c in state.cards.values()], "index": state.index,
-                      "search_modes": state.search_modes, "limits": settings.public(),
-                      "load_seconds": engine.load_seconds})
+        return io.reply({"version": __version__, "state": engine.state,
+                         "default_model": state.default_model if state.cards else None,
+                         "models": [asdict(c) for c in state.cards.values()], "index": state.index,
+                         "search_modes": state.search_modes, "limits": state.settings.public(),
+                         "load_seconds": engine.load_seconds})
 
     @app.get("/metrics")
     async def prometheus():
-        body, content_type = metrics.render()
+        body, content_type = state.metrics.render()
         return Response(body, media_type=content_type)
-
-    return Gate(app, state)
 
 
 class Gate:

@@ -31,7 +31,7 @@ from ..jsonl import iter_jsonl
 from ..errors import LLM2VecError
 from ..index import lexical
 from ..index.hybrid import SearchSettings, fuse, single
-from ..runtime import cache_dir
+from ..paths import cache_dir
 
 # Instructions from the LLM2Vec paper (BehnamGhader et al. 2024, Table 10), by BEIR dataset name.
 DATASET_INSTRUCTIONS: dict[str, str] = {

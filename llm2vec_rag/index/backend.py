@@ -19,19 +19,12 @@ import numpy as np
 from ..errors import LLM2VecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .index import ChunkRow, Index
+    from .index import Index
+    from .records import ChunkRow
 
 BACKENDS = ("faiss", "qdrant")
 QDRANT_TYPES = ("flat", "hnsw", "sq8")
 
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32, C order): inner product is then cosine similarity."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class SnapshotMoved(LLM2VecError):
@@ -138,15 +131,3 @@ def backend_settings(backend: str | None, url: str | None, collection: str | Non
         raise LLM2VecError(f"--url must be a Qdrant server address like http://localhost:6333 (or file:///folder for "
                            f"a local-mode folder), not {url!r}")
     return {k: v for k, v in wanted.items() if info.get(k) != v}
-
-
-def make_backend(index: Index) -> VectorBackend:
-    """The backend recorded in the index's settings (``faiss`` for indexes from before backends)."""
-    name = validate_backend(str(index.info.get("backend", "faiss")))
-    if name == "qdrant":
-        from .qdrant_backend import QdrantBackend
-
-        return QdrantBackend(index)
-    from .faiss_backend import FaissBackend
-
-    return FaissBackend(index)

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store
-from .backend import SnapshotMoved, VectorBackend, normalise
+from .backend import SnapshotMoved, VectorBackend
+from .records import normalise
 from .faults import crash_point
 from .records import stable_id
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .index import ChunkRow, Index
+    from .index import Index
+    from .records import ChunkRow
 
 
 class FaissBackend(VectorBackend):

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, IndexNotFoundError, LLM2VecError
-from .backend import SnapshotMoved, VectorBackend, backend_settings, check_index_type, make_backend
-from .backend import normalise as _normalise
+from .backend import SnapshotMoved, VectorBackend, backend_settings, check_index_type
+from .backend_registry import make_backend
 from . import lexical
 from .faults import crash_point
 from .ingest import valid_text
@@ -32,8 +32,8 @@ from .hybrid import SearchSettings, fuse, single
 from . import rebuild as rebuild_staging
 from .lock import LOCK_FILE, WriteLock
 from .meta import FORMAT_VERSION, META_FILE, MetaStore, database_error
-from .model import encoder_record, load_encoder
-from .records import Hit, Record, record_from_row, stable_id
+from .model import encoder_record, load_encoder, load_options
+from .records import ChunkRow, Hit, Record, normalise, record_from_row, stable_id
 
 DEFAULT_INDEX_DIR = ".llm2vec-rag"
 Where = str | Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
@@ -64,18 +64,6 @@ def _read_snapshot(method: Callable[..., Any]) -> Callable[..., Any]:
 
     return in_snapshot
 
-
-class ChunkRow:
-    """A chunk on its way into the index (internal)."""
-
-    __slots__ = ("doc_id", "file", "source", "chunk", "text", "heading", "page", "start", "end", "metadata", "vector")
-
-    def __init__(self, doc_id: str, text: str, vector: np.ndarray, file: str | None = None, source: str = "",
-                 chunk: int = 0, heading: str = "", page: int | None = None, start: int = 0, end: int = 0,
-                 metadata: dict[str, Any] | None = None) -> None:
-        self.doc_id, self.text, self.vector, self.file, self.source = doc_id, text, vector, file, source
-        self.chunk, self.heading, self.page, self.start, self.end = chunk, heading, page, start, end
-        self.metadata = metadata or {}
 
 
 class Index:
@@ -117,7 +105,7 @@ class Index:
         self.meta = meta
         self._encoder = encoder
         self._lock = lock
-        self._log = log or (lambda message: print(message, file=sys.stderr))
+        self.log = log or (lambda message: print(message, file=sys.stderr))
         self._encoder_options = dict(encoder_options or {})
         self.info = meta.info()
         self._backend: VectorBackend | None = None
@@ -156,7 +144,7 @@ class Index:
         try:
             index = cls(folder, MetaStore(folder / META_FILE), None, lock, log, encoder_options)
             if writable:
-                rebuild_staging.discard_staging(folder, index._log)
+                rebuild_staging.discard_staging(folder, index.log)
             if encoder is not None:
                 index._check_encoder(encoder)
                 index._encoder = encoder
@@ -192,83 +180,98 @@ class Index:
         except OSError:  # a full disk (not another writer: that one is an IndexLockedError)
             _remove_created(folder, created, fresh, had_lock)
             raise
+        target = {"backend": backend, "url": url, "collection": collection}
         try:
             exists = _has_index(folder)
             if exists and not rebuild:
-                meta = MetaStore(folder / META_FILE)
-                index = cls(folder, meta, None, lock, log, encoder_options)
-                changes = backend_settings(backend, url, collection, folder, index.info)
-                new_type = index_type if index_type is not None else index.info.get("index_type", "flat")
-                if changes or new_type != index.info.get("index_type"):  # checked before a model loads
-                    check_index_type(changes.get("backend", index.info.get("backend", "faiss")), new_type,
-                                     int(index.info["dim"]))
-                if encoder is None and model is not None:
-                    encoder = load_encoder(model, adapters, **_load_options(encoder_options))
-                if encoder is not None:  # else the recorded model, loaded when something needs embedding
-                    index._check_encoder(encoder)
-                    index._encoder = encoder
-                if changes or new_type != index.info.get("index_type"):
-                    if index_type is not None and index_type != index.info.get("index_type"):
-                        index._log(f"note: changing the index type from {index.info.get('index_type')} to "
-                                   f"{index_type}: rebuilding the vector index from the stored vectors "
-                                   "(no re-embedding)")
-                    if changes:
-                        index._log(f"note: moving the vectors to {_describe_target(changes, index.info)}: "
-                                   "copying them from the stored vectors (no re-embedding)")
-                        _drop_backend(index)  # the old place: its points (Qdrant) are taken out
-                        index._backend = None
-                        _wipe_faiss(folder)
-                    with meta.transaction() as conn:
-                        meta.set_info({**changes, "index_type": new_type, "backend_rows_version": -1,
-                                       "faiss_rows_version": -1}, conn)
-                    index.info = meta.info()
-                    index.backend.mark_stale()
-                if query_instruction is not None and query_instruction != index.info.get("query_instruction"):
-                    with meta.transaction() as conn:
-                        meta.set_info({"query_instruction": query_instruction}, conn)
-                    index.info = meta.info()
-                rebuild_staging.discard_staging(folder, index._log)  # an unfinished --rebuild nobody resumed
-                index.backend.reconcile()
+                index = cls(folder, MetaStore(folder / META_FILE), None, lock, log, encoder_options)
+                index._reopen(encoder, model, adapters, index_type, query_instruction, target)
                 return index
-            # Everything is checked (settings, index type at the real dimension, the model) before
-            # anything on disk changes: a bad --rebuild leaves the old index as it was.
-            kind = index_type or "flat"
-            settings = {"backend": "faiss", **backend_settings(backend, url, collection, folder, {})}
-            check_index_type(settings["backend"], kind)
-            if encoder is None:
-                encoder = load_encoder(model or _default_model(), adapters, **_load_options(encoder_options))
-            check_index_type(settings["backend"], kind, int(encoder.dim))
-            record = encoder_record(encoder, model, adapters)
-            if query_instruction is not None:
-                record["query_instruction"] = query_instruction
-            wanted = {**record, **settings, "index_type": kind}
-            old = rebuild_staging.live_info(folder) if exists else None
-            staged = old is not None and settings["backend"] == "faiss"
-            resumed = False
-            if staged:  # built beside the live index, which keeps answering searches; swapped in by close()
-                meta, resumed = rebuild_staging.open_staging(folder, wanted, log or _stderr)
-            else:  # nothing readable to keep, or a Qdrant target (old points are dropped first)
-                if exists:
-                    _drop_outside(cls, folder, lock, log)
-                _wipe(folder)
-                rebuild_staging.discard_staging(folder, lambda m: None)
-                meta = MetaStore(folder / META_FILE, create=True)
-            if not resumed:
-                with meta.transaction() as conn:
-                    meta.set_info({**wanted, "format": FORMAT_VERSION, "index_uuid": uuid.uuid4().hex,
-                                   "created_at": time.time(), "rows_version": 0,
-                                   "faiss_generation": int(old.get("faiss_generation", 0)) if staged else 0,
-                                   "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
-            index = cls(folder, meta, encoder, lock, log, encoder_options)
-            if staged:
-                index.store_path, index._staged = meta.path.parent, True
-                index._replaced = old
-            index.backend.mark_stale()
-            return index
+            return cls._create(folder, lock, exists, encoder, model, adapters, index_type, query_instruction,
+                               target, log, encoder_options)
         except BaseException:
             lock.release()
             _remove_created(folder, created, fresh, had_lock)
             raise
+
+    def _reopen(self, encoder: Any, model: str | None, adapters: Sequence[str], index_type: str | None,
+                query_instruction: str | None, target: dict[str, Any]) -> None:
+        """``open`` of an existing index: check (and load) the model, apply changed settings, catch up."""
+        meta, folder = self.meta, self.path
+        changes = backend_settings(target["backend"], target["url"], target["collection"], folder, self.info)
+        new_type = index_type if index_type is not None else self.info.get("index_type", "flat")
+        if changes or new_type != self.info.get("index_type"):  # checked before a model loads
+            check_index_type(changes.get("backend", self.info.get("backend", "faiss")), new_type, int(self.info["dim"]))
+        if encoder is None and model is not None:
+            encoder = load_encoder(model, adapters, **load_options(self._encoder_options))
+        if encoder is not None:  # else the recorded model, loaded when something needs embedding
+            self._check_encoder(encoder)
+            self._encoder = encoder
+        if changes or new_type != self.info.get("index_type"):
+            if index_type is not None and index_type != self.info.get("index_type"):
+                self.log(f"note: changing the index type from {self.info.get('index_type')} to "
+                         f"{index_type}: rebuilding the vector index from the stored vectors (no re-embedding)")
+            if changes:
+                self.log(f"note: moving the vectors to {_describe_target(changes, self.info)}: "
+                         "copying them from the stored vectors (no re-embedding)")
+                _drop_backend(self)  # the old place: its points (Qdrant) are taken out
+                self._backend = None
+                _wipe_faiss(folder)
+            with meta.transaction() as conn:
+                meta.set_info({**changes, "index_type": new_type, "backend_rows_version": -1,
+                               "faiss_rows_version": -1}, conn)
+            self.info = meta.info()
+            self.backend.mark_stale()
+        if query_instruction is not None and query_instruction != self.info.get("query_instruction"):
+            with meta.transaction() as conn:
+                meta.set_info({"query_instruction": query_instruction}, conn)
+            self.info = meta.info()
+        rebuild_staging.discard_staging(folder, self.log)  # an unfinished --rebuild nobody resumed
+        self.backend.reconcile()
+
+    @classmethod
+    def _create(cls, folder: Path, lock: WriteLock, exists: bool, encoder: Any, model: str | None,
+                adapters: Sequence[str], index_type: str | None, query_instruction: str | None,
+                target: dict[str, Any], log: Callable[[str], None] | None, encoder_options: dict[str, Any]) -> Index:
+        """``open`` of a new index, or ``rebuild`` of an existing one.
+
+        Everything is checked (settings, index type at the real dimension, the model) before
+        anything on disk changes: a bad --rebuild leaves the old index as it was.
+        """
+        kind = index_type or "flat"
+        settings = {"backend": "faiss",
+                    **backend_settings(target["backend"], target["url"], target["collection"], folder, {})}
+        check_index_type(settings["backend"], kind)
+        if encoder is None:
+            encoder = load_encoder(model or _default_model(), adapters, **load_options(encoder_options))
+        check_index_type(settings["backend"], kind, int(encoder.dim))
+        record = encoder_record(encoder, model, adapters)
+        if query_instruction is not None:
+            record["query_instruction"] = query_instruction
+        wanted = {**record, **settings, "index_type": kind}
+        old = rebuild_staging.live_info(folder) if exists else None
+        staged = old is not None and settings["backend"] == "faiss"
+        resumed = False
+        if staged:  # built beside the live index, which keeps answering searches; swapped in by close()
+            meta, resumed = rebuild_staging.open_staging(folder, wanted, log or _stderr)
+        else:  # nothing readable to keep, or a Qdrant target (old points are dropped first)
+            if exists:
+                _drop_outside(cls, folder, lock, log)
+            _wipe(folder)
+            rebuild_staging.discard_staging(folder, lambda m: None)
+            meta = MetaStore(folder / META_FILE, create=True)
+        if not resumed:
+            with meta.transaction() as conn:
+                meta.set_info({**wanted, "format": FORMAT_VERSION, "index_uuid": uuid.uuid4().hex,
+                               "created_at": time.time(), "rows_version": 0,
+                               "faiss_generation": int(old.get("faiss_generation", 0)) if staged else 0,
+                               "faiss_rows_version": -1, "backend_rows_version": -1}, conn)
+        index = cls(folder, meta, encoder, lock, log, encoder_options)
+        if staged:
+            index.store_path, index._staged = meta.path.parent, True
+            index._replaced = old
+        index.backend.mark_stale()
+        return index
 
     @classmethod
     def build(cls, folder: str | os.PathLike[str], path: str | os.PathLike[str] = DEFAULT_INDEX_DIR,
@@ -297,15 +300,26 @@ class Index:
     def encoder(self) -> Any:
         """The encoder, loading the one recorded in the index on first use."""
         if self._encoder is None:
-            args = dict(self.info.get("model_args") or {"model": self.info.get("model")})
+            args = self.encoder_arguments
             try:
-                encoder = load_encoder(args.pop("model"), args.pop("adapters", ()),
-                                       **{**args, **_load_options(self._encoder_options)})
+                encoder = load_encoder(args.pop("model"), args.pop("adapters", ()), **args)
             except LLM2VecError as exc:
                 raise LLM2VecError(f"cannot load the model this index was built with: {exc}") from None
             self._check_encoder(encoder)
             self._encoder = encoder
         return self._encoder
+
+    @property
+    def loaded_encoder(self) -> Any:
+        """The encoder if it is loaded already, else None (loads nothing)."""
+        return self._encoder
+
+    @property
+    def encoder_arguments(self) -> dict[str, Any]:
+        """How to load the recorded encoder (``model``, ``adapters``, settings), with the load options
+        this index was opened with (``dtype``, ``device``, ...) over the recorded ones."""
+        args = dict(self.info.get("model_args") or {"model": self.info.get("model")})
+        return {**args, **load_options(self._encoder_options)}
 
     @property
     def dim(self) -> int:
@@ -430,7 +444,7 @@ class Index:
     def _swap_in(self) -> None:
         old = None
         if self._replaced is not None and self._replaced.get("backend", "faiss") != "faiss":
-            old = Index(self.path, MetaStore(self.path / META_FILE), None, self._lock, self._log)
+            old = Index(self.path, MetaStore(self.path / META_FILE), None, self._lock, self.log)
         if self._backend is not None:
             self._backend.close()
             self._backend = None
@@ -447,11 +461,12 @@ class Index:
         self.info = self.meta.info()
 
     # ------------------------------------------------------------------ writing
-    def _commit(self, rows: Sequence[ChunkRow] = (), remove_doc_ids: Sequence[str] = (),
-                remove_files: Sequence[str] = (), file_rows: Sequence[dict[str, Any]] = ()) -> tuple[int, int]:
-        """One SQLite transaction for all of it, then the same change on the in-memory FAISS index.
+    def commit(self, rows: Sequence[ChunkRow] = (), remove_doc_ids: Sequence[str] = (),
+               remove_files: Sequence[str] = (), file_rows: Sequence[dict[str, Any]] = ()) -> tuple[int, int]:
+        """One SQLite transaction for all of it, then the same change on the vector backend.
 
-        Returns (chunks added, chunks removed).
+        The low-level write that ``add_texts``, ``delete`` and folder sync share. Returns
+        (chunks added, chunks removed).
         """
         self._require_writable()
         backend = self.backend
@@ -492,10 +507,11 @@ class Index:
         backend.apply(rows, removed)
         return len(rows), len(removed)
 
-    def _embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Normalised document vectors from the index's encoder, checked against the index's dimension."""
         vectors = self.encoder.encode_documents(list(texts), batch_size=batch_size, show_progress_bar=False,
                                                 normalize_embeddings=True)
-        vectors = _normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
+        vectors = normalise(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
         if vectors.shape[1] != self.dim:
             raise IndexModelMismatchError(f"the encoder gives {vectors.shape[1]}-d vectors, the index holds {self.dim}-d")
         return vectors
@@ -515,7 +531,7 @@ class Index:
         if vectors.ndim != 2 or vectors.shape[0] != len(texts) or (len(texts) and vectors.shape[1] != self.dim):
             raise LLM2VecError(f"embeddings of shape {tuple(vectors.shape)} for {len(texts)} texts; "
                                f"the index holds {self.dim}-d vectors")
-        return self._add(texts, _normalise(vectors) if len(texts) else vectors, metadatas, ids)
+        return self._add(texts, normalise(vectors) if len(texts) else vectors, metadatas, ids)
 
     def _add(self, texts: Sequence[str], vectors: np.ndarray | None, metadatas: Sequence[Mapping[str, Any]] | None,
              ids: Sequence[str] | None, batch_size: int = 32) -> list[str]:
@@ -532,7 +548,7 @@ class Index:
         self._require_writable()
         for s in range(0, len(texts), 1024):
             part = slice(s, s + 1024)
-            block = self._embed_documents(texts[part], batch_size) if vectors is None else vectors[part]
+            block = self.embed_documents(texts[part], batch_size) if vectors is None else vectors[part]
             rows = []
             for j, (doc_id, text, vector) in enumerate(zip(doc_ids[part], texts[part], block)):
                 meta = dict(metadatas[s + j]) if metadatas is not None else {}
@@ -540,7 +556,7 @@ class Index:
                                      chunk=_as_int(meta.get("chunk", 0)), heading=str(meta.get("heading", "") or ""),
                                      page=_as_int(meta["page"]) if meta.get("page") is not None else None,
                                      start=0, end=len(text), metadata=meta))
-            self._commit(rows, remove_doc_ids=[r.doc_id for r in rows])
+            self.commit(rows, remove_doc_ids=[r.doc_id for r in rows])
         return doc_ids
 
     add = add_texts
@@ -550,7 +566,7 @@ class Index:
         found = self.meta.ids_for_doc_ids([str(i) for i in ids])
         if not found:
             return 0
-        _, removed = self._commit(remove_doc_ids=list(found))
+        _, removed = self.commit(remove_doc_ids=list(found))
         return removed
 
     def update(self, folder: str | os.PathLike[str], **options: Any):
@@ -653,7 +669,7 @@ class Index:
     def _dense_candidates(self, vector: Sequence[float] | np.ndarray, n: int,
                           allowed: np.ndarray | None) -> list[tuple[int, float]]:
         """(chunk id, cosine) of the ``n`` nearest vectors, best first."""
-        query = _normalise(np.asarray(vector, dtype=np.float32))
+        query = normalise(np.asarray(vector, dtype=np.float32))
         if query.shape != (1, self.dim):
             raise LLM2VecError(f"query vector has shape {tuple(np.shape(vector))}, the index holds {self.dim}-d vectors")
         scores, ids = self.backend.search(query, n, allowed)
@@ -744,11 +760,6 @@ def _default_model() -> str:
     return DEFAULT_MODEL
 
 
-def _load_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k in {"pooling_mode", "max_length", "dtype", "device", "compile"}
-            and v is not None}
-
-
 def _drop_outside(cls: type[Index], folder: Path, lock: WriteLock, log: Callable[[str], None] | None) -> None:
     """Before ``--rebuild`` wipes the folder: take the old index's points out of a Qdrant collection."""
     try:
@@ -766,7 +777,7 @@ def _drop_backend(index: Index) -> None:
     try:
         index.backend.drop()
     except LLM2VecError as exc:
-        index._log(f"warning: could not remove the old vectors ({exc}); carrying on")
+        index.log(f"warning: could not remove the old vectors ({exc}); carrying on")
     finally:
         if index._backend is not None:
             index._backend.close()

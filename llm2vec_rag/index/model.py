@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ def model_spec(model: str) -> str:
         return text
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text
+
+
+LOAD_OPTIONS = ("pooling_mode", "max_length", "dtype", "device", "compile")
+
+
+def load_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options given when opening an index that ``load_encoder`` takes (set ones only)."""
+    return {k: v for k, v in options.items() if k in LOAD_OPTIONS and v is not None}
 
 
 def load_encoder(model: str, adapters: list[str] | tuple[str, ...] = (), pooling_mode: str | None = None,

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import LLM2VecError
-from .backend import VectorBackend, normalise
+from .backend import VectorBackend
+from .records import normalise
 from .faults import crash_point
 from .records import Record, record_from_row, stable_id
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .index import ChunkRow, Index
+    from .index import Index
+    from .records import ChunkRow
 
 UPSERT_BATCH = 256
 OWNER_KEY = "llm2vec_rag_index"  # payload field: which index a point belongs to

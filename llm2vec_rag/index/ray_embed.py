@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import IndexModelMismatchError, LLM2VecError
+from .records import normalise
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import Index
@@ -122,17 +123,15 @@ class RayEmbedder:
             raise
 
     def _configure(self, index: Index, actors: int | None, log: Callable[[str], None] | None) -> None:
-        from .index import _load_options
-
         ray = self._ray
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
         node_cpus = max([int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
-        args = dict(index.info.get("model_args") or {"model": index.info.get("model")})
+        args = index.encoder_arguments
         model = str(args.pop("model"))
         adapters = list(args.pop("adapters", None) or ())
-        options = {k: v for k, v in {**args, **_load_options(index._encoder_options)}.items() if v is not None}
+        options = {k: v for k, v in args.items() if v is not None}
         device = str(options.pop("device", "auto"))
         self.use_gpu = gpus > 0 and not device.startswith("cpu")
         if self.use_gpu:
@@ -148,9 +147,9 @@ class RayEmbedder:
                 self.actors = max(1, cpus // threads)
             num_cpus = threads
             options["device"] = "cpu"
-            if options.get("dtype", "auto") == "auto" and index._encoder is not None:
+            if options.get("dtype", "auto") == "auto" and index.loaded_encoder is not None:
                 # the dtype the in-process model uses, so CPU actors give the same vectors
-                dtype = _model_dtype(index._encoder)
+                dtype = _model_dtype(index.loaded_encoder)
                 if dtype:
                     options["dtype"] = dtype
         self.threads = threads
@@ -166,8 +165,6 @@ class RayEmbedder:
             log(f"note: embedding with Ray ({self.address or 'local'}): {self.actors} {kind}")
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from .index import _normalise
-
         texts = [str(t) for t in texts]
         n = len(texts)
         if n == 0:
@@ -210,7 +207,7 @@ class RayEmbedder:
             raise LLM2VecError(f"embedding with Ray returned {int(done.sum())} of {n} vectors")
         if out.shape[1] != self.dim:
             raise IndexModelMismatchError(f"the encoder gives {out.shape[1]}-d vectors, the index holds {self.dim}-d")
-        return _normalise(out)
+        return normalise(out)
 
     def close(self) -> None:
         """Shut down the Ray runtime if this object started it (a joined or reused one is left alone)."""

@@ -1,10 +1,13 @@
-"""What the index hands back: ``Record`` (a stored chunk) and ``Hit`` (a record with a score)."""
+"""The index's value types: ``ChunkRow`` (a chunk on its way in), ``Record`` (a stored chunk), ``Hit`` (a
+record with a score), stable ids and vector normalisation. They import nothing else of the index."""
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 def stable_id(doc_id: str) -> int:
@@ -52,3 +55,25 @@ def record_from_row(row: tuple, cls: type = Record, **extra: Any) -> Record:
     _id, doc_id, _file, source, chunk, text, heading, page, start, end, metadata = row
     return cls(id=doc_id, text=text, source=source, chunk=chunk, heading=heading, page=page, start=start,
                end=end, metadata=json.loads(metadata or "{}"), **extra)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32, C order): inner product is then cosine similarity."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class ChunkRow:
+    """A chunk on its way into the index: what ``Index.commit`` stores and the backends mirror."""
+
+    __slots__ = ("doc_id", "file", "source", "chunk", "text", "heading", "page", "start", "end", "metadata", "vector")
+
+    def __init__(self, doc_id: str, text: str, vector: np.ndarray, file: str | None = None, source: str = "",
+                 chunk: int = 0, heading: str = "", page: int | None = None, start: int = 0, end: int = 0,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.doc_id, self.text, self.vector, self.file, self.source = doc_id, text, vector, file, source
+        self.chunk, self.heading, self.page, self.start, self.end = chunk, heading, page, start, end
+        self.metadata = metadata or {}

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +27,12 @@ from .chunk import chunk_document, make_counter
 from .ingest import (NotRegularFileError, WalkResult, content_hash, display_path, normalise_extensions, path_key,
                      read_regular_file, walk)
 from .readers import UnreadableFileError, looks_binary, read_document
+from .records import ChunkRow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import Index
 
 CHUNKER_VERSION = 1
-UPDATE_OPTIONS = {"include", "exclude", "extensions", "max_file_mb", "chunk_tokens", "overlap", "batch_size",
-                  "commit_chunks", "progress", "hidden", "gitignore", "token_counter", "ray", "ray_actors", "walked",
-                  "follow_symlinks"}
 COMMIT_CHUNKS = 256
 
 
@@ -81,28 +79,41 @@ def embedding_text(heading: str, text: str) -> str:
     return f"{heading}\n{text}" if heading and not text.lstrip().startswith(heading.rsplit(" > ", 1)[-1]) else text
 
 
-def sync_folder(
-    index: Index,
-    folder: str | os.PathLike[str],
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    extensions: Sequence[str] | None = None,
-    max_file_mb: float = 20.0,
-    chunk_tokens: int | None = None,
-    overlap: int | None = None,
-    batch_size: int = 32,
-    commit_chunks: int | None = None,
-    progress: bool = True,
-    hidden: bool = False,
-    gitignore: bool = True,
-    token_counter: Any = None,
-    ray: str | bool | None = None,
-    ray_actors: int | None = None,
-    walked: WalkResult | None = None,
-    follow_symlinks: bool = False,
-) -> SyncReport:
+@dataclass(frozen=True)
+class SyncOptions:
+    """How :func:`sync_folder` indexes a folder; each field is also a keyword of ``Index.update`` and
+    ``Index.build``. ``chunk_tokens``/``overlap`` left as None keep the index's own settings."""
+
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    extensions: Sequence[str] | None = None
+    max_file_mb: float = 20.0
+    chunk_tokens: int | None = None
+    overlap: int | None = None
+    batch_size: int = 32
+    commit_chunks: int | None = None
+    progress: bool = True
+    hidden: bool = False
+    gitignore: bool = True
+    token_counter: Any = None
+    ray: str | bool | None = None
+    ray_actors: int | None = None
+    walked: WalkResult | None = None
+    follow_symlinks: bool = False
+
+    @property
+    def use_ray(self) -> bool:
+        return self.ray is not None and self.ray is not False
+
+
+UPDATE_OPTIONS = frozenset(f.name for f in fields(SyncOptions))
+
+
+def sync_folder(index: Index, folder: str | os.PathLike[str], options: SyncOptions | None = None,
+                **keywords: Any) -> SyncReport:
     """Index ``folder`` into ``index`` incrementally and save; see the module docstring.
 
+    Options: a :class:`SyncOptions`, or its fields as keywords.
     ``commit_chunks``: chunks embedded and committed together (default 256; 4096 with Ray).
     ``ray``: embed with Ray Data actors instead of the in-process model: ``True`` or ``"local"``
     starts (or joins) a local Ray runtime, ``"auto"`` or ``"ray://host:10001"`` connects to a
@@ -113,183 +124,242 @@ def sync_folder(
     Ray is started only when something needs embedding: an unchanged re-run never touches it.
     """
     start_time = time.perf_counter()
-    log = index.log
-    use_ray = ray is not None and ray is not False
-    if use_ray:
-        from .ray_embed import RAY_COMMIT_CHUNKS, require_ray
+    run = FolderSync(index, folder, options if options is not None else SyncOptions(**keywords))
+    try:
+        for candidate in run.found.files:
+            run.prepare(candidate)
+            if len(run.pending_rows) >= run.commit_chunks:
+                run.flush()
+        run.flush()
+        report = run.finish()  # its notes (FAISS training on save) still go through the bar
+    finally:
+        run.close()
+    report.seconds = time.perf_counter() - start_time
+    return report
 
-        require_ray()
-        if ray_actors is not None and int(ray_actors) < 1:
-            raise LLM2VecError(f"--ray-actors must be at least 1, got {ray_actors}")
-    if commit_chunks is None:
-        commit_chunks = RAY_COMMIT_CHUNKS if use_ray else COMMIT_CHUNKS
-    commit_chunks = max(1, int(commit_chunks))
-    embedder: list[Any] = []  # the RayEmbedder, created on the first batch that has texts
-    # None: the settings this index was last built with (so a re-run does not re-chunk), else 256/32.
-    chunk_tokens = int(index.info.get("chunk_tokens", 256)) if chunk_tokens is None else int(chunk_tokens)
-    if overlap is None:
-        overlap = int(index.info.get("overlap", 32))
-        overlap = overlap if overlap < chunk_tokens else chunk_tokens // 8
-    overlap = int(overlap)
-    check_chunking(chunk_tokens, overlap)
-    max_length = index.info.get("max_length")
-    if max_length and chunk_tokens > int(max_length):
-        log(f"warning: --chunk-tokens {chunk_tokens} is more than the model reads ({max_length}); "
-            "chunk ends will be cut off when embedding")
-    if walked is None or Path(walked.root) != _walk_root(folder):
-        walked = find_files(folder, index.path, include, exclude, extensions, max_file_mb, hidden, gitignore,
-                            follow_symlinks)
-    found = walked
-    report = SyncReport(skipped_reasons=Counter(found.skipped))
-    for path, message in found.warnings:
-        report.warnings.append(f"{display_path(path)}: {message}")
-        log(f"warning: {display_path(path)}: {message}")
-    root = path_key(str(found.root))
-    recorded = index.meta.files_under(root)
-    settings = _settings(chunk_tokens, overlap, index.info.get("fingerprint", ""))
-    counter_cache: list[Any] = []
 
-    def counter() -> Any:  # the model loads only when a file needs chunking
-        if not counter_cache:
-            counter_cache.append(make_counter(token_counter if token_counter is not None else index.encoder))
-        return counter_cache[0]
+class FolderSync:
+    """One :func:`sync_folder` run, in four steps: plan (settings and the walk, in ``__init__``),
+    prepare (read and chunk each changed file), flush (embed a batch, in process or on Ray, and
+    commit it with its files in one transaction), finish (drop vanished files, save)."""
 
-    # A file indexed before that is now too large or unreadable keeps its chunks (with a warning).
-    seen: set[str] = {path_key(p) for p, reason in found.problems.items()
-                      if reason in {"too_large", "unreadable", "symlink_loop"} and path_key(p) in recorded}
-    pending_rows: list[Any] = []
-    pending_files: list[dict[str, Any]] = []
-    touch: list[dict[str, Any]] = []
+    def __init__(self, index: Index, folder: str | os.PathLike[str], options: SyncOptions) -> None:
+        self.index, self.options, self.log = index, options, index.log
+        if options.use_ray:
+            from .ray_embed import RAY_COMMIT_CHUNKS, require_ray
 
-    def flush() -> None:
-        if not pending_files:
-            return
-        texts = [embedding_text(r.heading, r.text) for r in pending_rows]
-        if texts and use_ray:
-            if not embedder:
-                from .ray_embed import RayEmbedder
+            require_ray()
+            if options.ray_actors is not None and int(options.ray_actors) < 1:
+                raise LLM2VecError(f"--ray-actors must be at least 1, got {options.ray_actors}")
+        commit_chunks = options.commit_chunks
+        if commit_chunks is None:
+            commit_chunks = RAY_COMMIT_CHUNKS if options.use_ray else COMMIT_CHUNKS
+        self.commit_chunks = max(1, int(commit_chunks))
+        self.chunk_tokens, self.overlap = _chunking(index.info, options.chunk_tokens, options.overlap)
+        max_length = index.info.get("max_length")
+        if max_length and self.chunk_tokens > int(max_length):
+            self.log(f"warning: --chunk-tokens {self.chunk_tokens} is more than the model reads ({max_length}); "
+                     "chunk ends will be cut off when embedding")
+        found = options.walked
+        if found is None or Path(found.root) != _walk_root(folder):
+            found = find_files(folder, index.path, options.include, options.exclude, options.extensions,
+                               options.max_file_mb, options.hidden, options.gitignore, options.follow_symlinks)
+        self.found = found
+        self.report = SyncReport(skipped_reasons=Counter(found.skipped))
+        for path, message in found.warnings:
+            self._warn(display_path(path), message)
+        self.root = path_key(str(found.root))
+        self.recorded = index.meta.files_under(self.root)
+        self.settings = _settings(self.chunk_tokens, self.overlap, index.info.get("fingerprint", ""))
+        # A file indexed before that is now too large or unreadable keeps its chunks (with a warning).
+        kept = {"too_large", "unreadable", "symlink_loop"}
+        self.seen: set[str] = {path_key(p) for p, reason in found.problems.items()
+                               if reason in kept and path_key(p) in self.recorded}
+        self.pending_rows: list[ChunkRow] = []
+        self.pending_files: list[dict[str, Any]] = []
+        self.touch: list[dict[str, Any]] = []
+        self._counter: Any = None
+        self._embedder: Any = None  # the RayEmbedder, created on the first batch that has texts
+        self.bar = self._progress_bar() if options.progress else None
 
-                embedder.append(RayEmbedder(index, ray, ray_actors, batch_size, log=log))
-            vectors = embedder[0](texts)
-        else:
-            vectors = index._embed_documents(texts, batch_size) if texts else []
-        for row, vector in zip(pending_rows, vectors):
-            row.vector = vector
-        added, removed = index._commit(pending_rows, file_rows=pending_files)
-        report.chunks_added += added
-        report.chunks_removed += removed
-        pending_rows.clear()
-        pending_files.clear()
-
-    bar = None
-    if progress:
+    def _progress_bar(self) -> Any:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(found.files), desc="Indexing", unit="file", file=sys.stderr)
-        plain_log = log
+        bar = tqdm(total=len(self.found.files), desc="Indexing", unit="file", file=sys.stderr)
+        plain_log = self.log
 
         def log(message: str) -> None:  # each warning on its own line, the bar redrawn below it
             with bar.external_write_mode(file=sys.stderr):
                 plain_log(message)
 
-        index.log = log  # the index's own notes (FAISS training, a stale file) as well
-    from .index import ChunkRow
+        self.plain_log = plain_log
+        self.log = self.index.log = log  # the index's own notes (FAISS training, a stale file) as well
+        return bar
 
-    try:
-        for cand in found.files:
-            path = path_key(str(cand.path))  # how it is stored (lossless for non-UTF-8 names)
-            shown = display_path(str(cand.path))  # how it is shown (undecodable bytes as U+FFFD)
-            seen.add(path)
-            old = recorded.get(path)
-            if bar is not None:
-                bar.update(1)
-            if old and old["size"] == cand.size and old["mtime_ns"] == cand.mtime_ns and old["settings"] == settings:
-                report.unchanged += 1
-                continue
-            try:
-                data = read_regular_file(cand.path)
-            except FileNotFoundError:
-                seen.discard(path)
-                _skip(report, log, "vanished", shown, "file vanished while indexing, skipped")
-                continue
-            except NotRegularFileError:
-                seen.discard(path)
-                _skip(report, log, "unsupported", shown, "not a regular file any more (a FIFO, device or folder), "
-                                                         "skipped")
-                continue
-            except OSError as exc:
-                _skip(report, log, "unreadable", shown, f"cannot read ({exc.strerror or exc}), skipped")
-                continue
-            digest = content_hash(data)
-            if old and old["content_hash"] == digest and old["settings"] == settings:
-                report.unchanged += 1
-                touch.append({**old, "size": cand.size, "mtime_ns": cand.mtime_ns})
-                continue
-            if not data:
-                _skip(report, log, "empty", shown, "zero-byte file, skipped")
-                continue
-            if looks_binary(data) and cand.path.suffix.lower() != ".pdf":
-                _skip(report, log, "binary", shown, "binary content, skipped")
-                continue
-            try:
-                doc = read_document(cand.path, data)
-            except UnreadableFileError as exc:
-                _skip(report, log, "unreadable", shown, f"{exc}, skipped")
-                continue
-            for message in doc.extra.get("warnings", ()):  # what the reader's library said (pypdf)
-                report.warnings.append(f"{shown}: {message}")
-                log(f"warning: {shown}: {message}")
-            if not doc.text.strip():
-                _skip(report, log, "no_text", shown, "no text to index, skipped")
-                continue
-            chunks = chunk_document(doc, counter(), chunk_tokens, overlap)
-            mtime = cand.mtime_ns / 1e9
-            for c in chunks:
-                pending_rows.append(ChunkRow(
-                    f"{path}#{c.chunk}", c.text, None, file=path, source=shown, chunk=c.chunk, heading=c.heading,
-                    page=c.page, start=c.start, end=c.end,
-                    metadata={"source": shown, "rel": display_path(cand.rel), "chunk": c.chunk, "start": c.start, "end": c.end,
-                              "heading": c.heading, "page": c.page, "title": doc.title, "kind": doc.kind,
-                              "mtime": mtime, "content_hash": digest, "chunk_hash": c.hash, "tokens": c.tokens},
-                ))
-            pending_files.append({"path": path, "root": root, "rel": path_key(cand.rel), "size": cand.size,
-                                  "mtime_ns": cand.mtime_ns, "content_hash": digest, "settings": settings,
-                                  "chunks": len(chunks), "indexed_at": time.time()})
-            if old:
-                report.updated += 1
-            else:
-                report.added += 1
-            if bar is not None:
-                bar.set_postfix(chunks=report.chunks_added + len(pending_rows), refresh=False)
-            if len(pending_rows) >= commit_chunks:
-                flush()
-        flush()
-    finally:
-        if bar is not None:
-            bar.close()
-            index.log = plain_log
-        if embedder:
-            embedder[0].close()
-    gone = [p for p in recorded if p not in seen]
-    if gone:
-        _, removed = index._commit(remove_files=gone)
-        report.removed = len(gone)
-        report.chunks_removed += removed
-        crash_point_removed()
-    if touch:
-        with index.meta.transaction() as conn:
-            conn.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
-                             [(t["size"], t["mtime_ns"], t["path"]) for t in touch])
-    if index.info.get("chunk_tokens") != chunk_tokens or index.info.get("overlap") != overlap:
-        with index.meta.transaction() as conn:
-            index.meta.set_info({"chunk_tokens": chunk_tokens, "overlap": overlap}, conn)
-        index.info = index.meta.info()
-    index.save()
-    report.skipped = sum(n for r, n in report.skipped_reasons.items())
-    report.total_chunks = len(index)
-    report.total_files = index.meta.file_count()
-    report.seconds = time.perf_counter() - start_time
-    return report
+    def counter(self) -> Any:
+        """The token counter for chunking; the model loads only when a file needs chunking."""
+        if self._counter is None:
+            counter = self.options.token_counter
+            self._counter = make_counter(counter if counter is not None else self.index.encoder)
+        return self._counter
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self, candidate: Any) -> None:
+        """One walked file: counted unchanged, skipped with a reason, or chunked into the pending batch."""
+        path = path_key(str(candidate.path))  # how it is stored (lossless for non-UTF-8 names)
+        shown = display_path(str(candidate.path))  # how it is shown (undecodable bytes as U+FFFD)
+        self.seen.add(path)
+        old = self.recorded.get(path)
+        if self.bar is not None:
+            self.bar.update(1)
+        if (old and old["size"] == candidate.size and old["mtime_ns"] == candidate.mtime_ns
+                and old["settings"] == self.settings):
+            self.report.unchanged += 1
+            return
+        data = self._read(candidate, path, shown)
+        if data is None:
+            return
+        digest = content_hash(data)
+        if old and old["content_hash"] == digest and old["settings"] == self.settings:
+            self.report.unchanged += 1
+            self.touch.append({**old, "size": candidate.size, "mtime_ns": candidate.mtime_ns})
+            return
+        doc = self._document(candidate, data, shown)
+        if doc is None:
+            return
+        chunks = chunk_document(doc, self.counter(), self.chunk_tokens, self.overlap)
+        self._queue(candidate, path, shown, digest, doc, chunks)
+        if old:
+            self.report.updated += 1
+        else:
+            self.report.added += 1
+        if self.bar is not None:
+            self.bar.set_postfix(chunks=self.report.chunks_added + len(self.pending_rows), refresh=False)
+
+    def _read(self, candidate: Any, path: str, shown: str) -> bytes | None:
+        """The file's bytes, or None when it is skipped (vanished, no longer regular, unreadable)."""
+        try:
+            return read_regular_file(candidate.path)
+        except FileNotFoundError:
+            self.seen.discard(path)
+            self._skip("vanished", shown, "file vanished while indexing, skipped")
+        except NotRegularFileError:
+            self.seen.discard(path)
+            self._skip("unsupported", shown, "not a regular file any more (a FIFO, device or folder), skipped")
+        except OSError as exc:
+            self._skip("unreadable", shown, f"cannot read ({exc.strerror or exc}), skipped")
+        return None
+
+    def _document(self, candidate: Any, data: bytes, shown: str) -> Any:
+        """The parsed document, or None when there is nothing to index (empty, binary, unreadable, no text)."""
+        if not data:
+            self._skip("empty", shown, "zero-byte file, skipped")
+            return None
+        if looks_binary(data) and candidate.path.suffix.lower() != ".pdf":
+            self._skip("binary", shown, "binary content, skipped")
+            return None
+        try:
+            doc = read_document(candidate.path, data)
+        except UnreadableFileError as exc:
+            self._skip("unreadable", shown, f"{exc}, skipped")
+            return None
+        for message in doc.extra.get("warnings", ()):  # what the reader's library said (pypdf)
+            self._warn(shown, message)
+        if not doc.text.strip():
+            self._skip("no_text", shown, "no text to index, skipped")
+            return None
+        return doc
+
+    def _queue(self, candidate: Any, path: str, shown: str, digest: str, doc: Any, chunks: Sequence[Any]) -> None:
+        mtime = candidate.mtime_ns / 1e9
+        for c in chunks:
+            self.pending_rows.append(ChunkRow(
+                f"{path}#{c.chunk}", c.text, None, file=path, source=shown, chunk=c.chunk, heading=c.heading,
+                page=c.page, start=c.start, end=c.end,
+                metadata={"source": shown, "rel": display_path(candidate.rel), "chunk": c.chunk, "start": c.start,
+                          "end": c.end, "heading": c.heading, "page": c.page, "title": doc.title, "kind": doc.kind,
+                          "mtime": mtime, "content_hash": digest, "chunk_hash": c.hash, "tokens": c.tokens},
+            ))
+        self.pending_files.append({"path": path, "root": self.root, "rel": path_key(candidate.rel),
+                                   "size": candidate.size, "mtime_ns": candidate.mtime_ns, "content_hash": digest,
+                                   "settings": self.settings, "chunks": len(chunks), "indexed_at": time.time()})
+
+    def _warn(self, shown: str, message: str) -> None:
+        self.report.warnings.append(f"{shown}: {message}")
+        self.log(f"warning: {shown}: {message}")
+
+    def _skip(self, reason: str, shown: str, message: str) -> None:
+        self.report.skipped_reasons[reason] += 1
+        self._warn(shown, message)
+
+    # ------------------------------------------------------------ embed, commit
+    def flush(self) -> None:
+        """Embed the pending chunks and commit them with their files in one transaction."""
+        if not self.pending_files:
+            return
+        vectors = self.embed([embedding_text(r.heading, r.text) for r in self.pending_rows])
+        for row, vector in zip(self.pending_rows, vectors):
+            row.vector = vector
+        added, removed = self.index.commit(self.pending_rows, file_rows=self.pending_files)
+        self.report.chunks_added += added
+        self.report.chunks_removed += removed
+        self.pending_rows.clear()
+        self.pending_files.clear()
+
+    def embed(self, texts: list[str]) -> Any:
+        """Normalised vectors for ``texts``: the index's encoder, or Ray actors (started on first use)."""
+        if not texts:
+            return []
+        options = self.options
+        if not options.use_ray:
+            return self.index.embed_documents(texts, options.batch_size)
+        if self._embedder is None:
+            from .ray_embed import RayEmbedder
+
+            self._embedder = RayEmbedder(self.index, options.ray, options.ray_actors, options.batch_size, log=self.log)
+        return self._embedder(texts)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.index.log = self.plain_log
+            self.bar.close()
+        if self._embedder is not None:
+            self._embedder.close()
+
+    def finish(self) -> SyncReport:
+        """Drop the files that are gone, record touched files and the chunk settings, save; the totals."""
+        index, report = self.index, self.report
+        gone = [p for p in self.recorded if p not in self.seen]
+        if gone:
+            _, removed = index.commit(remove_files=gone)
+            report.removed = len(gone)
+            report.chunks_removed += removed
+            crash_point_removed()
+        if self.touch:
+            with index.meta.transaction() as conn:
+                conn.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
+                                 [(t["size"], t["mtime_ns"], t["path"]) for t in self.touch])
+        if index.info.get("chunk_tokens") != self.chunk_tokens or index.info.get("overlap") != self.overlap:
+            with index.meta.transaction() as conn:
+                index.meta.set_info({"chunk_tokens": self.chunk_tokens, "overlap": self.overlap}, conn)
+            index.info = index.meta.info()
+        index.save()
+        report.skipped = sum(n for r, n in report.skipped_reasons.items())
+        report.total_chunks = len(index)
+        report.total_files = index.meta.file_count()
+        return report
+
+
+def _chunking(info: dict[str, Any], chunk_tokens: int | None, overlap: int | None) -> tuple[int, int]:
+    """The chunk settings to use: as given, else the ones this index was last built with (so a re-run
+    does not re-chunk), else 256/32."""
+    chunk_tokens = int(info.get("chunk_tokens", 256)) if chunk_tokens is None else int(chunk_tokens)
+    if overlap is None:
+        overlap = int(info.get("overlap", 32))
+        overlap = overlap if overlap < chunk_tokens else chunk_tokens // 8
+    overlap = int(overlap)
+    check_chunking(chunk_tokens, overlap)
+    return chunk_tokens, overlap
 
 
 def check_chunking(chunk_tokens: int | None, overlap: int | None) -> None:
@@ -353,9 +423,3 @@ def crash_point_removed() -> None:
     from .faults import crash_point
 
     crash_point("removed")
-
-
-def _skip(report: SyncReport, log, reason: str, path: str, message: str) -> None:
-    report.skipped_reasons[reason] += 1
-    report.warnings.append(f"{path}: {message}")
-    log(f"warning: {path}: {message}")

@@ -109,9 +109,9 @@ def load_training_model(config: TrainConfig, with_lm_head: bool = False,
             lm_head = causal.get_output_embeddings()
             lm_head.requires_grad_(False)
         else:
-            from ..encoder import _load_base
+            from ..loading import load_base
 
-            base, tokenizer = _load_base(resolved, dtype)
+            base, tokenizer = load_base(resolved, dtype)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
