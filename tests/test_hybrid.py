@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from llm2vec_rag.index import hybrid, lexical
 from llm2vec_rag.index.hybrid import SearchSettings, fuse
 from llm2vec_rag.index.meta import FORMAT_VERSION, META_FILE
 from llm2vec_rag.index.model import FACTORY_ENV
+from test_index_faults import tmpfs  # noqa: F401  (a fixture: a real tmpfs, remounted read-only here)
 
 TEXTS = {
     "cells": "Cells are the basic structural unit of every living organism.",
@@ -182,6 +184,35 @@ def test_old_index_is_migrated_without_re_embedding(tmp_path, index):
         assert ix.search("quagga", k=1, mode="lexical")[0].id == "zebra"
         assert ix.search("quagga", k=1)[0].id == "zebra"
         assert encoder.calls == 1  # only the query
+
+
+def test_old_read_only_index_says_why_hybrid_is_dense_only(tmp_path, tmpfs, monkeypatch):
+    """An old index that cannot be upgraded (read-only) searches dense only and says so, once per opening."""
+    monkeypatch.setenv(FACTORY_ENV, FACTORY)
+    from llm2vec_rag.cli.main import cli
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for key, text in TEXTS.items():
+        (docs / f"{key}.md").write_text(f"# {key.title()}\n\n{text}\n")
+    runner = CliRunner()
+    ix = tmpfs / "ix"
+    assert runner.invoke(cli, ["index", str(docs), "--index", str(ix), "--model", "fake:", "--quiet"]).exit_code == 0
+    _make_old_index(ix)
+    assert subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True).returncode == 0
+    res = runner.invoke(cli, ["search", "quagga zebra stripes", "--index", str(ix), "--json", "-k", "2"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(line)["mode"] for line in res.stdout.splitlines()] == ["dense", "dense"]
+    note = res.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("note: ") and "read-only" in note[0] and "lexical" in note[0], note
+    messages: list[str] = []
+    with Index.load(ix, log=messages.append) as old:
+        assert old.search("zebra", k=1)[0].mode == "dense"
+        assert old.search("zebra", k=1, mode="hybrid")[0].mode == "dense"
+        assert old.search("zebra", k=1, mode="dense")[0].mode == "dense"
+        with pytest.raises(LLM2VecError, match="no lexical table"):
+            old.search("zebra", k=1, mode="lexical")
+    assert len(messages) == 1 and "dense side only" in messages[0], messages
 
 
 # ---------------------------------------------------------------- CLI and eval
