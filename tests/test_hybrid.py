@@ -121,6 +121,22 @@ def test_file_name_is_searchable(index):
     assert index.search("rivers notes", k=1, mode="lexical")[0].id == "rivers"
 
 
+def test_a_heading_match_outweighs_the_same_match_in_the_text():
+    """The heading column weighs 3 (chosen on SciFact train): of two rows alike but for where the term is,
+    the one with it in its heading ranks first; with equal weights they tie and the lower row id comes first."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, text TEXT NOT NULL, heading TEXT NOT NULL DEFAULT '',"
+                 " source TEXT NOT NULL DEFAULT '')")
+    conn.executescript(lexical.schema())
+    conn.executemany("INSERT INTO chunks(id, text, heading) VALUES (?, ?, ?)",
+                     [(1, "okapi forest animal", "zoo"), (2, "zoo forest animal", "okapi"), (3, "rivers", "sea")])
+    assert lexical.COLUMN_WEIGHTS == (1.0, 3.0, 1.0)
+    assert [i for i, _ in lexical.search(conn, "okapi", 5)] == [2, 1]
+    assert [i for i, _ in lexical.search(conn, "okapi", 5, weights=(1.0, 1.0, 1.0))] == [1, 2]
+    with pytest.raises(ValueError, match="3 column weights"):
+        lexical.search(conn, "okapi", 5, weights=(1.0, 1.0))
+
+
 def test_where_filters_both_sides(index):
     for mode in ("lexical", "dense", "hybrid"):
         hits = index.search("zebra cells energy", k=5, mode=mode, where={"topic": ["cells", "mito"]})
