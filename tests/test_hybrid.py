@@ -287,3 +287,17 @@ def test_eval_retrieval_modes(cli_env, tmp_path, mode):
     out = json.loads(res.output)
     assert out["mode"] == mode and out["ndcg@10"] == 1.0
     assert ("model" in out) == (mode != "lexical")
+
+
+def test_eval_lexical_loads_no_model_and_encodes_nothing(tmp_path, isolated_cache):
+    """--mode lexical never touches --model: a path that is no model at all still evaluates, and no
+    document vectors are cached."""
+    from llm2vec_rag.cli.main import cli
+
+    data = _beir(tmp_path / "beir")
+    res = CliRunner().invoke(cli, ["eval", "retrieval", str(data), "--model", str(tmp_path / "no-such-model"),
+                                   "--mode", "lexical", "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["mode"] == "lexical" and out["ndcg@10"] == 1.0 and "model" not in out
+    assert not (isolated_cache / "eval-embeddings").exists()
