@@ -134,7 +134,7 @@ def main() -> None:
                 record(f"ours, k1 {k1:g}, b {b:g}, weights {w[0]:g}/{w[1]:g}/{w[2]:g}", "ours",
                        {q: own.search(terms[q], 100, k1, b, w) for q in qids}, k1=k1, b=b, weights=list(w))
     default = "built-in bm25(), weights 1/1/1"
-    check = per_query[f"ours, k1 1.2, b 0.75, weights 1/1/1"] - per_query[default]
+    check = per_query["ours, k1 1.2, b 0.75, weights 1/1/1"] - per_query[default]
     print(f"ours at k1 1.2, b 0.75 vs bm25(): mean nDCG@10 difference {check.mean():+.5f} "
           f"(queries that differ: {int((np.abs(check) > 1e-9).sum())}; float ties)")
 
@@ -157,7 +157,8 @@ def main() -> None:
             gains.append(per_query[name][b_half].mean() - per_query[default][b_half].mean())
         cv[label] = {"held_out_gain": round(float(np.mean(gains)), 5), "sd": round(float(np.std(gains)), 5),
                      "chosen": dict(sorted(chosen.items(), key=lambda x: -x[1])[:5])}
-        print(f"2-fold CV, {label}: held-out nDCG@10 gain over the default {np.mean(gains):+.4f} ± {np.std(gains):.4f}")
+        print(f"2-fold CV, {label}: held-out nDCG@10 gain over the default "
+              f"{np.mean(gains):+.4f} ± {np.std(gains):.4f}")
     best = max(rows, key=lambda r: r["ndcg@10"])
     print(f"best on {data.name} {args.split}: {best['name']} nDCG@10 {best['ndcg@10']:.4f}")
     out = REPO / "benchmarks" / "results" / f"bm25_params-{data.name}-{args.split}.json"
