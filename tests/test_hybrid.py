@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from llm2vec_rag.index import hybrid, lexical
 from llm2vec_rag.index.hybrid import SearchSettings, fuse
 from llm2vec_rag.index.meta import FORMAT_VERSION, META_FILE
 from llm2vec_rag.index.model import FACTORY_ENV
+from test_index_faults import tmpfs  # noqa: F401  (a fixture: a real tmpfs, remounted read-only here)
 
 TEXTS = {
     "cells": "Cells are the basic structural unit of every living organism.",
@@ -119,6 +121,22 @@ def test_file_name_is_searchable(index):
     assert index.search("rivers notes", k=1, mode="lexical")[0].id == "rivers"
 
 
+def test_a_heading_match_outweighs_the_same_match_in_the_text():
+    """The heading column weighs 3 (chosen on SciFact train): of two rows alike but for where the term is,
+    the one with it in its heading ranks first; with equal weights they tie and the lower row id comes first."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, text TEXT NOT NULL, heading TEXT NOT NULL DEFAULT '',"
+                 " source TEXT NOT NULL DEFAULT '')")
+    conn.executescript(lexical.schema())
+    conn.executemany("INSERT INTO chunks(id, text, heading) VALUES (?, ?, ?)",
+                     [(1, "okapi forest animal", "zoo"), (2, "zoo forest animal", "okapi"), (3, "rivers", "sea")])
+    assert lexical.COLUMN_WEIGHTS == (1.0, 3.0, 1.0)
+    assert [i for i, _ in lexical.search(conn, "okapi", 5)] == [2, 1]
+    assert [i for i, _ in lexical.search(conn, "okapi", 5, weights=(1.0, 1.0, 1.0))] == [1, 2]
+    with pytest.raises(ValueError, match="3 column weights"):
+        lexical.search(conn, "okapi", 5, weights=(1.0, 1.0))
+
+
 def test_where_filters_both_sides(index):
     for mode in ("lexical", "dense", "hybrid"):
         hits = index.search("zebra cells energy", k=5, mode=mode, where={"topic": ["cells", "mito"]})
@@ -184,6 +202,35 @@ def test_old_index_is_migrated_without_re_embedding(tmp_path, index):
         assert encoder.calls == 1  # only the query
 
 
+def test_old_read_only_index_says_why_hybrid_is_dense_only(tmp_path, tmpfs, monkeypatch):
+    """An old index that cannot be upgraded (read-only) searches dense only and says so, once per opening."""
+    monkeypatch.setenv(FACTORY_ENV, FACTORY)
+    from llm2vec_rag.cli.main import cli
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for key, text in TEXTS.items():
+        (docs / f"{key}.md").write_text(f"# {key.title()}\n\n{text}\n")
+    runner = CliRunner()
+    ix = tmpfs / "ix"
+    assert runner.invoke(cli, ["index", str(docs), "--index", str(ix), "--model", "fake:", "--quiet"]).exit_code == 0
+    _make_old_index(ix)
+    assert subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True).returncode == 0
+    res = runner.invoke(cli, ["search", "quagga zebra stripes", "--index", str(ix), "--json", "-k", "2"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(line)["mode"] for line in res.stdout.splitlines()] == ["dense", "dense"]
+    note = res.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("note: ") and "read-only" in note[0] and "lexical" in note[0], note
+    messages: list[str] = []
+    with Index.load(ix, log=messages.append) as old:
+        assert old.search("zebra", k=1)[0].mode == "dense"
+        assert old.search("zebra", k=1, mode="hybrid")[0].mode == "dense"
+        assert old.search("zebra", k=1, mode="dense")[0].mode == "dense"
+        with pytest.raises(LLM2VecError, match="no lexical table"):
+            old.search("zebra", k=1, mode="lexical")
+    assert len(messages) == 1 and "dense side only" in messages[0], messages
+
+
 # ---------------------------------------------------------------- CLI and eval
 @pytest.fixture()
 def cli_env(monkeypatch, tmp_path):
@@ -240,3 +287,17 @@ def test_eval_retrieval_modes(cli_env, tmp_path, mode):
     out = json.loads(res.output)
     assert out["mode"] == mode and out["ndcg@10"] == 1.0
     assert ("model" in out) == (mode != "lexical")
+
+
+def test_eval_lexical_loads_no_model_and_encodes_nothing(tmp_path, isolated_cache):
+    """--mode lexical never touches --model: a path that is no model at all still evaluates, and no
+    document vectors are cached."""
+    from llm2vec_rag.cli.main import cli
+
+    data = _beir(tmp_path / "beir")
+    res = CliRunner().invoke(cli, ["eval", "retrieval", str(data), "--model", str(tmp_path / "no-such-model"),
+                                   "--mode", "lexical", "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["mode"] == "lexical" and out["ndcg@10"] == 1.0 and "model" not in out
+    assert not (isolated_cache / "eval-embeddings").exists()

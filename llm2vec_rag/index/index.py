@@ -112,6 +112,7 @@ class Index:
         self.store_path = self.path  # where meta.sqlite and the FAISS files are: a staging folder during --rebuild
         self._staged = False  # a --rebuild built beside the live index, swapped in by close()
         self._replaced: dict[str, Any] | None = None  # the live index's settings a staged rebuild replaces
+        self._said_dense_only = False  # the note that an old read-only index cannot search lexically
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -618,6 +619,12 @@ class Index:
             if settings.mode == "lexical":
                 raise LLM2VecError(f"the index at {self.path} has no lexical table; open it once for writing "
                                    "(`llm2vec-rag index FOLDER`) to add it")
+            if not self._said_dense_only:  # once per opened index: a server must not repeat it per query
+                why = "is read-only, so it was not upgraded" if self.meta.readonly else "was not upgraded"
+                self._log(f"note: the index at {self.path} was made before hybrid search and {why}: it has no "
+                          f"lexical (BM25) table, so {settings.mode} search ranks by the dense side only; open it "
+                          "once with write access (`llm2vec-rag index FOLDER`) to add the table")
+                self._said_dense_only = True
             settings = SearchSettings.of("dense")
         if len(self) == 0:
             return []

@@ -14,7 +14,9 @@ remaining term is quoted and the terms are OR-joined, so ``"``, ``*``, ``NEAR``,
 
 Ranking: FTS5's built-in ``bm25()`` (k1 = 1.2, b = 0.75, IDF ``log((N - n + 0.5) / (n + 0.5))``),
 over three columns: the chunk text, its heading and the file name, weighted by
-:data:`COLUMN_WEIGHTS`. ``docs/retrieval.md`` reports what it scores.
+:data:`COLUMN_WEIGHTS`. The heading's weight (3) was chosen on SciFact train queries
+(``benchmarks/bm25_params.py``); BM25 computed from FTS5's term statistics with k1 and b
+tuned was not measurably better there, so FTS5 ranks alone. ``docs/retrieval.md`` reports both.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 TABLE = "chunks_fts"
 TOKENIZE = "porter unicode61 remove_diacritics 2"
 COLUMNS = ("text", "heading", "name")
-COLUMN_WEIGHTS = (1.0, 1.0, 1.0)  # text, heading, file name
+COLUMN_WEIGHTS = (1.0, 3.0, 1.0)  # text, heading, file name: heading 3 chosen on SciFact train
 MAX_QUERY_TERMS = 256  # a 100 KB query keeps its first 256 distinct terms
 
 # The file name of a chunk's source path, in SQL (the part after the last "/").
@@ -94,16 +96,20 @@ def has_table(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone() is not None
 
 
-def search(conn: sqlite3.Connection, query: str, n: int, allowed: Sequence[int] | None = None) -> list[tuple[int, float]]:
+def search(conn: sqlite3.Connection, query: str, n: int, allowed: Sequence[int] | None = None,
+           weights: Sequence[float] = COLUMN_WEIGHTS) -> list[tuple[int, float]]:
     """The ``n`` best (chunk id, BM25 score) for ``query``, best first; only ``allowed`` ids when given.
 
-    Scores are positive, larger is better (FTS5's ``bm25()`` negated).
+    Scores are positive, larger is better (FTS5's ``bm25()`` negated). ``weights`` (text, heading,
+    file name) is there for the benchmark that chose :data:`COLUMN_WEIGHTS`.
     """
     expression = match_expression(query)
     if not expression or n < 1 or (allowed is not None and not len(allowed)):
         return []
-    weights = ", ".join(str(float(w)) for w in COLUMN_WEIGHTS)
-    sql = f"SELECT rowid, -bm25({TABLE}, {weights}) AS score FROM {TABLE} WHERE {TABLE} MATCH ?"
+    if len(weights) != len(COLUMNS):
+        raise ValueError(f"expected {len(COLUMNS)} column weights ({', '.join(COLUMNS)}), got {len(weights)}")
+    column_weights = ", ".join(repr(float(w)) for w in weights)
+    sql = f"SELECT rowid, -bm25({TABLE}, {column_weights}) AS score FROM {TABLE} WHERE {TABLE} MATCH ?"
     params: list = [expression]
     if allowed is not None:
         sql += " AND rowid IN (SELECT value FROM json_each(?))"
