@@ -371,12 +371,13 @@ def test_several_adapters_over_one_base_chosen_by_model(tiny_model_dir, tmp_path
 
 
 # ------------------------------------------------------------------ search
-def test_search_over_an_index(tiny_encoder, tmp_path):
-    import inspect
-
+@pytest.fixture(scope="module")
+def search_server(tiny_encoder, tmp_path_factory):
+    """The server with ``--index`` over eight notes indexed with the tiny encoder: (url, app, index dir)."""
     from llm2vec_rag import Index
     from llm2vec_rag.integrations.server.loading import open_index
 
+    tmp_path = tmp_path_factory.mktemp("search")
     folder = tmp_path / "docs"
     folder.mkdir()
     for i, text in enumerate(DOCS):
@@ -390,30 +391,76 @@ def test_search_over_an_index(tiny_encoder, tmp_path):
         return served
 
     with running(load) as (url, app):
-        reply = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "k": 3}).json()
-        hits = reply["data"]
-        assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
-        assert set(hits[0]) == {"rank", "score", "source", "chunk", "heading", "page", "start", "end", "id", "text"}
-        with Index.load(tmp_path / "ix", encoder=tiny_encoder) as index:
-            want = index.search("what powers a cell?", k=3)
-            filtered = index.search("what powers a cell?", k=3, where="doc1.md")
-        assert [h["id"] for h in hits] == [h.id for h in want]
-        assert np.allclose([h["score"] for h in hits], [h.score for h in want], atol=1e-5)
-        where = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "where": "doc1.md"}).json()
-        assert [h["id"] for h in where["data"]] == [h.id for h in filtered]
-        assert app.state.server.index["served_model"] == "tiny"
-        for body, param in [({"query": ""}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "where": 3},
-                                                                                     "where")]:
-            bad = httpx.post(f"{url}/v1/search", json=body)
-            assert bad.status_code == 400 and bad.json()["error"]["param"] == param
-        if "mode" in inspect.signature(Index.search).parameters:
-            for mode in ("lexical", "hybrid"):
-                got = httpx.post(f"{url}/v1/search", json={"query": "mitochondrion energy", "k": 2, "mode": mode})
-                assert got.status_code == 200, got.text
-                with Index.load(tmp_path / "ix", encoder=tiny_encoder) as index:
-                    want = index.search("mitochondrion energy", k=2, mode=mode)
-                assert [h["id"] for h in got.json()["data"]] == [h.id for h in want]
-            assert httpx.post(f"{url}/v1/search", json={"query": "x", "mode": "telepathy"}).status_code == 400
+        yield url, app, tmp_path / "ix"
+
+
+def expected_hits(tiny_encoder, folder, query, **options):
+    """What ``Index.search`` returns in this process, as ``search --json`` prints it."""
+    from llm2vec_rag import Index
+
+    with Index.load(folder, encoder=tiny_encoder) as index:
+        return [h.json_fields() for h in index.search(query, **options)]
+
+
+def assert_same_hits(got, want):
+    assert [h["id"] for h in got] == [h["id"] for h in want]
+    for g, w in zip(got, want):
+        assert set(g) == set(w)
+        for key in ("score", "dense_score", "lexical_score"):
+            assert (g[key] is None) == (w[key] is None) and (g[key] is None or abs(g[key] - w[key]) < 1e-5), key
+        assert {k: v for k, v in g.items() if not k.endswith("score")} == \
+            {k: v for k, v in w.items() if not k.endswith("score")}
+
+
+def test_search_over_an_index(search_server, tiny_encoder):
+    url, app, folder = search_server
+    reply = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "k": 3}).json()
+    hits = reply["data"]
+    assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
+    # the fields of `llm2vec-rag search --json`, scores of each side included
+    assert set(hits[0]) == {"rank", "score", "mode", "dense_score", "lexical_score", "source", "chunk", "heading",
+                            "page", "start", "end", "id", "text"}
+    assert_same_hits(hits, expected_hits(tiny_encoder, folder, "what powers a cell?", k=3))
+    assert reply["mode"] == "hybrid" and hits[0]["mode"] == "hybrid"
+    where = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "where": "doc1.md"}).json()
+    assert_same_hits(where["data"], expected_hits(tiny_encoder, folder, "what powers a cell?", k=10, where="doc1.md"))
+    assert app.state.server.index["served_model"] == "tiny"
+    for body, param in [({"query": ""}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "where": 3},
+                                                                                 "where")]:
+        bad = httpx.post(f"{url}/v1/search", json=body)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param
+
+
+def test_search_modes_alpha_and_fusion_reach_index_search(search_server, tiny_encoder):
+    url, _, folder = search_server
+    query = "mitochondrion energy"
+    for options in ({"mode": "lexical"}, {"mode": "dense"}, {"mode": "hybrid"},
+                    {"mode": "hybrid", "alpha": 1.0}, {"mode": "hybrid", "alpha": 0},
+                    {"mode": "hybrid", "fusion": "rrf"}, {"fusion": "rrf", "alpha": 0.9}):
+        got = httpx.post(f"{url}/v1/search", json={"query": query, "k": 4, **options})
+        assert got.status_code == 200, (options, got.text)
+        reply = got.json()
+        assert_same_hits(reply["data"], expected_hits(tiny_encoder, folder, query, k=4, **options))
+        assert reply["mode"] == options.get("mode", "hybrid") and reply["fusion"] == options.get("fusion", "convex")
+        if "alpha" in options:
+            assert reply["alpha"] == options["alpha"]
+    # alpha is not ignored: the dense-only and lexical-only weights rank differently
+    scores = [[h["score"] for h in httpx.post(f"{url}/v1/search", json={"query": query, "k": 8, "alpha": a}).json()
+               ["data"]] for a in (0.0, 1.0)]
+    assert scores[0] != scores[1]
+    lexical = httpx.post(f"{url}/v1/search", json={"query": query, "mode": "lexical"}).json()["data"]
+    assert all(h["mode"] == "lexical" and h["dense_score"] is None and h["lexical_score"] is not None
+               for h in lexical)
+
+
+@pytest.mark.parametrize("field, value", [("mode", "telepathy"), ("mode", 3), ("fusion", "max"), ("fusion", ["rrf"]),
+                                          ("alpha", 1.5), ("alpha", -0.1), ("alpha", "0.5"), ("alpha", True)])
+def test_bad_search_options_are_400_in_the_openai_envelope(search_server, field, value):
+    reply = httpx.post(f"{search_server[0]}/v1/search", json={"query": "x", field: value})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == field
+    assert error["type"] == "invalid_request_error" and field in error["message"]
 
 
 def test_search_without_an_index_is_a_clear_400(server):

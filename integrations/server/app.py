@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from llm2vec_rag import __version__
 from llm2vec_rag.errors import LLM2VecError
+from llm2vec_rag.index.hybrid import FUSIONS, MODES, SearchSettings
 from llm2vec_rag.integrations._shared import require
 
 from .engine import Engine, InputTooLongError, NotReadyError, QueueFullError, Served
@@ -73,7 +73,6 @@ class ServerState:
     aliases: dict[str, str] = field(default_factory=dict)  # extra names a client may send (e.g. "name:latest")
     cards: dict[str, ModelCard] = field(default_factory=dict)
     index: dict | None = None
-    search_modes: bool = False  # Index.search takes mode=
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -152,6 +151,19 @@ async def embed(state: ServerState, request: Any, spec: EmbedSpec, param: str = 
     return name, shape_vectors(result.vectors, spec, card.dim), int(sum(result.tokens))
 
 
+def search_settings(body: dict) -> SearchSettings:
+    """``mode``, ``alpha`` and ``fusion`` of a /v1/search body, checked (400 naming the field), defaults filled in."""
+    mode, alpha, fusion = body.get("mode"), body.get("alpha"), body.get("fusion")
+    if mode is not None and (not isinstance(mode, str) or mode not in MODES):
+        raise bad(f"'mode' must be one of {', '.join(MODES)}, got {mode!r}", "mode")
+    if fusion is not None and (not isinstance(fusion, str) or fusion not in FUSIONS):
+        raise bad(f"'fusion' must be one of {', '.join(FUSIONS)}, got {fusion!r}", "fusion")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not 0.0 <= float(alpha) <= 1.0):
+        raise bad(f"'alpha' must be a number from 0 to 1 (the dense side's weight), got {alpha!r}", "alpha")
+    return SearchSettings.of(mode, None if alpha is None else float(alpha), fusion)
+
+
 def create_app(load: Callable[[], Served], settings: ServerSettings | None = None,
                on_failure: Callable[[BaseException], None] | None = None,
                aliases: dict[str, str] | None = None) -> Any:
@@ -183,12 +195,6 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
     holder["state"] = state
     metrics.gauges(lambda: engine.queued, lambda: engine.pending, lambda: engine.dropped,
                    lambda: 1.0 if engine.state == "ready" else 0.0)
-    try:
-        from llm2vec_rag.index import Index
-
-        state.search_modes = "mode" in inspect.signature(Index.search).parameters
-    except ImportError:  # pragma: no cover
-        state.search_modes = False
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -316,28 +322,20 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
         instruction = body.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise bad("'instruction' must be a string", "instruction")
-        options: dict[str, Any] = {}
-        mode = body.get("mode")
-        if mode is not None:
-            if not state.search_modes:
-                raise bad("'mode' is not supported by this version's index (dense search only)", "mode")
-            if not isinstance(mode, str):
-                raise bad("'mode' must be a string", "mode")
-            options["mode"] = mode
+        ranking = search_settings(body)
 
         def run(served: Served):
-            return served.index.search(query, k=k, where=where, instruction=instruction, **options)
+            return served.index.search(query, k=k, where=where, instruction=instruction, mode=ranking.mode,
+                                       alpha=ranking.alpha, fusion=ranking.fusion)
 
         future = _submit(state, lambda: state.engine.submit_call(run))
         try:
             hits = await _await(request, future)
         except LLM2VecError as exc:
             raise bad(str(exc).splitlines()[0], "mode" if "mode" in str(exc) else None) from None
-        data = [{"rank": h.rank, "score": round(float(h.score), 6), "source": h.source, "chunk": h.chunk,
-                 "heading": h.heading, "page": h.page, "start": h.start, "end": h.end, "id": h.id, "text": h.text}
-                for h in hits]
-        return reply({"object": "list", "data": data, "model": state.index.get("model"), "query": query, "k": k,
-                      **options})
+        return reply({"object": "list", "data": [h.json_fields() for h in hits], "model": state.index.get("model"),
+                      "query": query, "k": k, "mode": ranking.mode, "alpha": ranking.alpha,
+                      "fusion": ranking.fusion})
 
     # ------------------------------------------------------------------ operations
     @app.get("/health")
@@ -350,7 +348,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
         return reply({"version": __version__, "state": engine.state,
                       "default_model": state.default_model if state.cards else None,
                       "models": [asdict(c) for c in state.cards.values()], "index": state.index,
-                      "search_modes": state.search_modes, "limits": settings.public(),
+                      "search_modes": list(MODES), "search_fusions": list(FUSIONS), "limits": settings.public(),
                       "load_seconds": engine.load_seconds})
 
     @app.get("/metrics")
