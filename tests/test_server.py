@@ -147,7 +147,7 @@ def test_models_route_and_errors_in_openai_envelope(client, server):
              ({"input": ["x", 3]}, "input"), ({"input": [[1, 2], "x"]}, "input"),
              ({"input": [999999]}, "input"), ({"input": "x", "input_type": "passage"}, "input_type"),
              ({"input": "x", "input_type": "document", "instruction": "I:"}, "instruction"),
-             ({"input": "x", "dimensions": 0}, "dimensions")]
+             ({"input": "x", "dimensions": 0}, "dimensions"), ({"input": ""}, "input"), ({"input": ["a", ""]}, "input")]
     for body, param in cases:
         reply = httpx.post(f"{url}/v1/embeddings", json=body)
         assert reply.status_code == 400, (body, reply.text)
@@ -156,6 +156,25 @@ def test_models_route_and_errors_in_openai_envelope(client, server):
         assert error["type"] == "invalid_request_error" and error["message"]
     broken = httpx.post(f"{url}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+
+
+def test_unknown_routes_and_wrong_methods_answer_in_the_family_envelope(client, server):
+    url, _ = server
+    with pytest.raises(openai.NotFoundError) as err:
+        client.post("/completions", cast_to=object, body={"prompt": "x"})
+    assert "Invalid URL (POST /v1/completions)" in err.value.body["message"]
+    for method, path, status in [("POST", "/v1/nowhere", 404), ("GET", "/v1/embeddings", 405),
+                                 ("DELETE", "/v1/models", 405), ("POST", "/v1/models", 405)]:
+        reply = httpx.request(method, url + path)
+        assert reply.status_code == status, (method, path, reply.text)
+        error = reply.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+        assert path in error["message"] and "detail" not in reply.json()
+    assert httpx.get(f"{url}/v1/embeddings").headers["allow"] == "POST"
+    ollama = httpx.get(f"{url}/api/nowhere")
+    assert ollama.status_code == 404 and set(ollama.json()) == {"error"}
+    tei = httpx.get(f"{url}/embed")
+    assert tei.status_code == 405 and tei.json()["error_type"] == "Validation"
 
 
 def test_over_long_input_truncates_unless_asked_not_to(server, tiny_encoder):

@@ -169,6 +169,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
                aliases: dict[str, str] | None = None) -> Any:
     """The ASGI app. ``on_failure`` is called (from the engine thread) when loading fails."""
     from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     orjson = require("orjson", "server", "orjson")
     settings = settings or ServerSettings()
@@ -243,6 +244,21 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
         return JSONResponse(error_body(request.url.path, exc), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        """Unknown routes (404) and wrong methods (405) in the route family's envelope, not FastAPI's ``detail``."""
+        path, method = request.url.path, request.method
+        if exc.status_code == 404:
+            message, code = f"Invalid URL ({method} {path}): this server has no such route", None  # OpenAI's words
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or ""
+            message = f"Method {method} is not allowed on {path}" + (f"; use {allowed}" if allowed else "")
+            code = "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        err = ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+        return JSONResponse(error_body(path, err), status_code=exc.status_code, headers=err.headers)
 
     @app.exception_handler(ClientGone)
     async def client_gone(_request, _exc):
