@@ -314,6 +314,35 @@ def test_a_client_that_disconnects_has_its_work_dropped(server):
     assert "disconnected" in httpx.get(f"{url}/metrics").text
 
 
+def test_health_answers_within_a_second_while_the_model_is_busy(server):
+    """The event loop is never blocked by the model: /health stays fast during a large embeddings request."""
+    url, app = server
+    engine = app.state.server.engine
+    long_text = " ".join(DOCS) * 4  # several hundred tokens: cut at max_length
+    busy_polls, slowest = 0, 0.0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for _ in range(8):  # bounded: at most eight large requests, stopping once enough polls hit a busy model
+            big = pool.submit(httpx.post, f"{url}/v1/embeddings", json={"input": [long_text] * 32},
+                              timeout=TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while not big.done() and time.monotonic() < deadline:
+                busy = engine.pending == 1 and engine.queued == 0  # taken off the queue, not finished
+                start = time.perf_counter()
+                reply = httpx.get(f"{url}/health", timeout=TIMEOUT)
+                took = time.perf_counter() - start
+                assert reply.status_code == 200 and reply.json() == {"status": "ok"}
+                if busy:  # the model was running when this /health was sent
+                    busy_polls += 1
+                    slowest = max(slowest, took)
+                time.sleep(0.02)
+            reply = big.result(TIMEOUT)
+            assert reply.status_code == 200 and len(reply.json()["data"]) == 32
+            if busy_polls >= 5:
+                break
+    assert slowest < 1.0, f"/health took {slowest:.2f} s while the model ran"
+    assert busy_polls >= 5, f"only {busy_polls} /health calls landed while the model ran"
+
+
 # ------------------------------------------------------------------ auth, health, info
 def test_api_key_on_every_route_but_health_and_metrics(tiny_encoder):
     with running(lambda: Served(models={"tiny": tiny_encoder}), ServerSettings(api_key="s3cret")) as (url, _):
