@@ -366,7 +366,7 @@ def test_health_is_503_until_loaded_and_info_describes_the_model(tiny_encoder):
 
     def slow_load():
         assert release.wait(TIMEOUT)
-        return Served(models={"tiny": tiny_encoder})
+        return Served(models={"tiny": tiny_encoder}, dtype="auto")
 
     with running(slow_load, wait_ready=False) as (url, app):
         assert httpx.get(f"{url}/health").status_code == 503
@@ -379,6 +379,10 @@ def test_health_is_503_until_loaded_and_info_describes_the_model(tiny_encoder):
         assert card["name"] == "tiny" and card["dim"] == tiny_encoder.dim
         assert card["fingerprint"] == tiny_encoder.fingerprint() and card["max_length"] == tiny_encoder.max_length
         assert card["query_instruction"] == tiny_encoder.query_instruction
+        from llm2vec_rag.runtime import auto_dtype_choice
+
+        choice = auto_dtype_choice(tiny_encoder.device)  # the reason auto chose what it chose, e.g. AMX
+        assert card["dtype_reason"] == f"auto: {choice.describe()}" and choice.reason in card["dtype_reason"]
         assert info["limits"]["max_inputs"] == 2048 and "api_key" not in info["limits"]
 
 
@@ -410,6 +414,8 @@ def test_several_adapters_over_one_base_chosen_by_model(tiny_model_dir, tmp_path
     with running(loader(plan), aliases=plan.aliases) as (url, _):
         client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["base", "tuned"]
+        cards = httpx.get(f"{url}/info").json()["models"]
+        assert [c["dtype_reason"] for c in cards] == ["requested: float32"] * 2
         base = client.embeddings.create(model="base", input=DOCS[:2]).data
         tuned = client.embeddings.create(model="tuned", input=DOCS[:2]).data
     want = LLM2Vec.from_pretrained(str(tiny_model_dir), adapters=[str(tmp_path / "lora")], dtype="float32",

@@ -51,9 +51,23 @@ class ModelCard:
     engine: str
     dtype: str
     device: str
+    dtype_reason: str | None = None  # why this dtype: "auto: bfloat16 (AMX: ...)", "requested"; None: not known
 
 
-def model_card(name: str, encoder: Any) -> ModelCard:
+def dtype_reason(requested: str | None, device: Any) -> str | None:
+    """Why the models run in their dtype: ``auto``'s choice and its reason (memoised: no second calibration)."""
+    if requested is None:
+        return None
+    if requested != "auto":
+        return f"requested: {requested}"
+    import torch
+
+    from llm2vec_rag.runtime import auto_dtype_choice
+
+    return f"auto: {auto_dtype_choice(torch.device(str(device))).describe()}"
+
+
+def model_card(name: str, encoder: Any, requested_dtype: str | None = None) -> ModelCard:
     params = next(iter(encoder.model.parameters()), None)
     return ModelCard(name=name, dim=int(encoder.dim), max_length=int(encoder.max_length),
                      vocab_size=int(len(encoder.tokenizer)), pooling_mode=str(encoder.pooling_mode),
@@ -62,7 +76,7 @@ def model_card(name: str, encoder: Any) -> ModelCard:
                      adapters=[str(a) for a in getattr(encoder, "adapters", [])],
                      engine=str(getattr(encoder, "engine", "?")),
                      dtype=str(params.dtype).removeprefix("torch.") if params is not None else "?",
-                     device=str(encoder.device))
+                     device=str(encoder.device), dtype_reason=dtype_reason(requested_dtype, encoder.device))
 
 
 @dataclass
@@ -178,7 +192,7 @@ def create_app(load: Callable[[], Served], settings: ServerSettings | None = Non
 
     def loaded() -> Served:
         served = load()
-        cards = {name: model_card(name, enc) for name, enc in served.models.items()}
+        cards = {name: model_card(name, enc, served.dtype) for name, enc in served.models.items()}
         index = None
         if served.index is not None:
             idx = served.index
