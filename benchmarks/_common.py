@@ -192,24 +192,16 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def machine_info() -> dict:
+    """The host a result comes from: CPU model, the bf16/int8 flags one by one (AMX or not), torch."""
     import platform
 
     import torch
 
-    flags = ""
-    try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        pass
-    model = next((ln.split(":", 1)[1].strip() for ln in flags.splitlines() if ln.startswith("model name")), "?")
-    return {
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "amx_bf16": "amx_bf16" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+    from llm2vec_rag.dtype_choice import read_host_cpu
+
+    host = read_host_cpu().record()
+    return {"cpu": host.pop("cpu"), "logical_cpus": os.cpu_count(), **host, "python": platform.python_version(),
+            "torch": torch.__version__}
 
 
 def write_json(path: Path, data: dict) -> None:

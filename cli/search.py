@@ -17,10 +17,6 @@ def _display_path(source: str) -> str:
     return source
 
 
-def _rounded(score: float | None) -> float | None:
-    return None if score is None else round(score, 6)
-
-
 @click.command()
 @click.argument("query")
 @index_dir_option
@@ -49,11 +45,7 @@ def search(query, index_dir, k, where, instruction, mode, alpha, fusion, dtype, 
         idx.close()
     if as_json:
         for h in hits:
-            click.echo(json.dumps({"rank": h.rank, "score": round(h.score, 6), "mode": h.mode,
-                                   "dense_score": _rounded(h.dense_score), "lexical_score": _rounded(h.lexical_score),
-                                   "source": h.source, "chunk": h.chunk,
-                                   "heading": h.heading, "page": h.page, "start": h.start, "end": h.end,
-                                   "id": h.id, "text": h.text}))
+            click.echo(json.dumps(h.json_fields()))
         return
     if not hits:
         click.echo("no results" + (f" matching --where {where!r}" if where else ""), err=True)

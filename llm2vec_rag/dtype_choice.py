@@ -32,6 +32,8 @@ CALIBRATION_TOKENS: tuple[int, ...] = (128, 512)
 CALIBRATION_ROUNDS = 3
 _FLAGS_OF_INTEREST = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni",
                       "avx512f", "avx2", "avx_vnni")
+# recorded one by one (true/false) in benchmark result files, so each figure says which host kind it is from
+RECORDED_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512_vnni")
 _OVERRIDES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
@@ -50,6 +52,10 @@ class HostCPU:
     @property
     def avx512_bf16(self) -> bool:
         return "avx512_bf16" in self.flags
+
+    def record(self) -> dict:
+        """The CPU as result files record it: model name, each of ``RECORDED_FLAGS``, all relevant flags."""
+        return {"cpu": self.model, **{flag: flag in self.flags for flag in RECORDED_FLAGS}, "flags": list(self.flags)}
 
     def key(self) -> str:
         text = "|".join([self.model, ",".join(sorted(self.flags)), self.torch])

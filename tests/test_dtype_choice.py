@@ -5,7 +5,9 @@ real once, on tiny shapes, and the real encoder loads in what the decision says.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +126,18 @@ def test_encoder_and_models_command_follow_the_decision(monkeypatch, tiny_model_
         rows = [json.loads(line) for line in CliRunner().invoke(cli, ["models", "--json"]).output.splitlines()]
         assert {r["auto_dtype"] for r in rows} == {str(expected).removeprefix("torch.")}
         assert timer.calls == 1  # the encoder, then both commands: calibrated once (cached on disk)
+
+
+def test_benchmark_results_record_the_cpu_flags_that_tell_host_kinds_apart():
+    """Which host a figure comes from (AMX or not, AVX512-FP16, VNNI) is in every result file (issue 20)."""
+    amx, no_amx = AMX.record(), NO_AMX.record()
+    assert amx["cpu"] == "Intel Xeon (test)" and amx["amx_bf16"] and amx["amx_tile"] and not amx["amx_int8"]
+    assert not no_amx["amx_bf16"] and no_amx["avx512_bf16"] and no_amx["avx512_vnni"] and not no_amx["avx512_fp16"]
+    spec = importlib.util.spec_from_file_location("bench_common",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "_common.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    info = bench.machine_info()
+    flags = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512_vnni")
+    assert {"cpu", "logical_cpus", "flags", "torch", *flags} <= set(info)
+    assert all(info[f] == (f in info["flags"]) for f in flags) and info["cpu"] == dtype_choice.read_host_cpu().model

@@ -147,7 +147,7 @@ def test_models_route_and_errors_in_openai_envelope(client, server):
              ({"input": ["x", 3]}, "input"), ({"input": [[1, 2], "x"]}, "input"),
              ({"input": [999999]}, "input"), ({"input": "x", "input_type": "passage"}, "input_type"),
              ({"input": "x", "input_type": "document", "instruction": "I:"}, "instruction"),
-             ({"input": "x", "dimensions": 0}, "dimensions")]
+             ({"input": "x", "dimensions": 0}, "dimensions"), ({"input": ""}, "input"), ({"input": ["a", ""]}, "input")]
     for body, param in cases:
         reply = httpx.post(f"{url}/v1/embeddings", json=body)
         assert reply.status_code == 400, (body, reply.text)
@@ -156,6 +156,25 @@ def test_models_route_and_errors_in_openai_envelope(client, server):
         assert error["type"] == "invalid_request_error" and error["message"]
     broken = httpx.post(f"{url}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+
+
+def test_unknown_routes_and_wrong_methods_answer_in_the_family_envelope(client, server):
+    url, _ = server
+    with pytest.raises(openai.NotFoundError) as err:
+        client.post("/completions", cast_to=object, body={"prompt": "x"})
+    assert "Invalid URL (POST /v1/completions)" in err.value.body["message"]
+    for method, path, status in [("POST", "/v1/nowhere", 404), ("GET", "/v1/embeddings", 405),
+                                 ("DELETE", "/v1/models", 405), ("POST", "/v1/models", 405)]:
+        reply = httpx.request(method, url + path)
+        assert reply.status_code == status, (method, path, reply.text)
+        error = reply.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+        assert path in error["message"] and "detail" not in reply.json()
+    assert httpx.get(f"{url}/v1/embeddings").headers["allow"] == "POST"
+    ollama = httpx.get(f"{url}/api/nowhere")
+    assert ollama.status_code == 404 and set(ollama.json()) == {"error"}
+    tei = httpx.get(f"{url}/embed")
+    assert tei.status_code == 405 and tei.json()["error_type"] == "Validation"
 
 
 def test_over_long_input_truncates_unless_asked_not_to(server, tiny_encoder):
@@ -295,6 +314,35 @@ def test_a_client_that_disconnects_has_its_work_dropped(server):
     assert "disconnected" in httpx.get(f"{url}/metrics").text
 
 
+def test_health_answers_within_a_second_while_the_model_is_busy(server):
+    """The event loop is never blocked by the model: /health stays fast during a large embeddings request."""
+    url, app = server
+    engine = app.state.server.engine
+    long_text = " ".join(DOCS) * 4  # several hundred tokens: cut at max_length
+    busy_polls, slowest = 0, 0.0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for _ in range(8):  # bounded: at most eight large requests, stopping once enough polls hit a busy model
+            big = pool.submit(httpx.post, f"{url}/v1/embeddings", json={"input": [long_text] * 32},
+                              timeout=TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while not big.done() and time.monotonic() < deadline:
+                busy = engine.pending == 1 and engine.queued == 0  # taken off the queue, not finished
+                start = time.perf_counter()
+                reply = httpx.get(f"{url}/health", timeout=TIMEOUT)
+                took = time.perf_counter() - start
+                assert reply.status_code == 200 and reply.json() == {"status": "ok"}
+                if busy:  # the model was running when this /health was sent
+                    busy_polls += 1
+                    slowest = max(slowest, took)
+                time.sleep(0.02)
+            reply = big.result(TIMEOUT)
+            assert reply.status_code == 200 and len(reply.json()["data"]) == 32
+            if busy_polls >= 5:
+                break
+    assert slowest < 1.0, f"/health took {slowest:.2f} s while the model ran"
+    assert busy_polls >= 5, f"only {busy_polls} /health calls landed while the model ran"
+
+
 # ------------------------------------------------------------------ auth, health, info
 def test_api_key_on_every_route_but_health_and_metrics(tiny_encoder):
     with running(lambda: Served(models={"tiny": tiny_encoder}), ServerSettings(api_key="s3cret")) as (url, _):
@@ -318,7 +366,7 @@ def test_health_is_503_until_loaded_and_info_describes_the_model(tiny_encoder):
 
     def slow_load():
         assert release.wait(TIMEOUT)
-        return Served(models={"tiny": tiny_encoder})
+        return Served(models={"tiny": tiny_encoder}, dtype="auto")
 
     with running(slow_load, wait_ready=False) as (url, app):
         assert httpx.get(f"{url}/health").status_code == 503
@@ -331,6 +379,10 @@ def test_health_is_503_until_loaded_and_info_describes_the_model(tiny_encoder):
         assert card["name"] == "tiny" and card["dim"] == tiny_encoder.dim
         assert card["fingerprint"] == tiny_encoder.fingerprint() and card["max_length"] == tiny_encoder.max_length
         assert card["query_instruction"] == tiny_encoder.query_instruction
+        from llm2vec_rag.runtime import auto_dtype_choice
+
+        choice = auto_dtype_choice(tiny_encoder.device)  # the reason auto chose what it chose, e.g. AMX
+        assert card["dtype_reason"] == f"auto: {choice.describe()}" and choice.reason in card["dtype_reason"]
         assert info["limits"]["max_inputs"] == 2048 and "api_key" not in info["limits"]
 
 
@@ -362,6 +414,8 @@ def test_several_adapters_over_one_base_chosen_by_model(tiny_model_dir, tmp_path
     with running(loader(plan), aliases=plan.aliases) as (url, _):
         client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["base", "tuned"]
+        cards = httpx.get(f"{url}/info").json()["models"]
+        assert [c["dtype_reason"] for c in cards] == ["requested: float32"] * 2
         base = client.embeddings.create(model="base", input=DOCS[:2]).data
         tuned = client.embeddings.create(model="tuned", input=DOCS[:2]).data
     want = LLM2Vec.from_pretrained(str(tiny_model_dir), adapters=[str(tmp_path / "lora")], dtype="float32",
@@ -371,12 +425,13 @@ def test_several_adapters_over_one_base_chosen_by_model(tiny_model_dir, tmp_path
 
 
 # ------------------------------------------------------------------ search
-def test_search_over_an_index(tiny_encoder, tmp_path):
-    import inspect
-
+@pytest.fixture(scope="module")
+def search_server(tiny_encoder, tmp_path_factory):
+    """The server with ``--index`` over eight notes indexed with the tiny encoder: (url, app, index dir)."""
     from llm2vec_rag import Index
     from llm2vec_rag.integrations.server.loading import open_index
 
+    tmp_path = tmp_path_factory.mktemp("search")
     folder = tmp_path / "docs"
     folder.mkdir()
     for i, text in enumerate(DOCS):
@@ -390,30 +445,76 @@ def test_search_over_an_index(tiny_encoder, tmp_path):
         return served
 
     with running(load) as (url, app):
-        reply = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "k": 3}).json()
-        hits = reply["data"]
-        assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
-        assert set(hits[0]) == {"rank", "score", "source", "chunk", "heading", "page", "start", "end", "id", "text"}
-        with Index.load(tmp_path / "ix", encoder=tiny_encoder) as index:
-            want = index.search("what powers a cell?", k=3)
-            filtered = index.search("what powers a cell?", k=3, where="doc1.md")
-        assert [h["id"] for h in hits] == [h.id for h in want]
-        assert np.allclose([h["score"] for h in hits], [h.score for h in want], atol=1e-5)
-        where = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "where": "doc1.md"}).json()
-        assert [h["id"] for h in where["data"]] == [h.id for h in filtered]
-        assert app.state.server.index["served_model"] == "tiny"
-        for body, param in [({"query": ""}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "where": 3},
-                                                                                     "where")]:
-            bad = httpx.post(f"{url}/v1/search", json=body)
-            assert bad.status_code == 400 and bad.json()["error"]["param"] == param
-        if "mode" in inspect.signature(Index.search).parameters:
-            for mode in ("lexical", "hybrid"):
-                got = httpx.post(f"{url}/v1/search", json={"query": "mitochondrion energy", "k": 2, "mode": mode})
-                assert got.status_code == 200, got.text
-                with Index.load(tmp_path / "ix", encoder=tiny_encoder) as index:
-                    want = index.search("mitochondrion energy", k=2, mode=mode)
-                assert [h["id"] for h in got.json()["data"]] == [h.id for h in want]
-            assert httpx.post(f"{url}/v1/search", json={"query": "x", "mode": "telepathy"}).status_code == 400
+        yield url, app, tmp_path / "ix"
+
+
+def expected_hits(tiny_encoder, folder, query, **options):
+    """What ``Index.search`` returns in this process, as ``search --json`` prints it."""
+    from llm2vec_rag import Index
+
+    with Index.load(folder, encoder=tiny_encoder) as index:
+        return [h.json_fields() for h in index.search(query, **options)]
+
+
+def assert_same_hits(got, want):
+    assert [h["id"] for h in got] == [h["id"] for h in want]
+    for g, w in zip(got, want):
+        assert set(g) == set(w)
+        for key in ("score", "dense_score", "lexical_score"):
+            assert (g[key] is None) == (w[key] is None) and (g[key] is None or abs(g[key] - w[key]) < 1e-5), key
+        assert {k: v for k, v in g.items() if not k.endswith("score")} == \
+            {k: v for k, v in w.items() if not k.endswith("score")}
+
+
+def test_search_over_an_index(search_server, tiny_encoder):
+    url, app, folder = search_server
+    reply = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "k": 3}).json()
+    hits = reply["data"]
+    assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
+    # the fields of `llm2vec-rag search --json`, scores of each side included
+    assert set(hits[0]) == {"rank", "score", "mode", "dense_score", "lexical_score", "source", "chunk", "heading",
+                            "page", "start", "end", "id", "text"}
+    assert_same_hits(hits, expected_hits(tiny_encoder, folder, "what powers a cell?", k=3))
+    assert reply["mode"] == "hybrid" and hits[0]["mode"] == "hybrid"
+    where = httpx.post(f"{url}/v1/search", json={"query": "what powers a cell?", "where": "doc1.md"}).json()
+    assert_same_hits(where["data"], expected_hits(tiny_encoder, folder, "what powers a cell?", k=10, where="doc1.md"))
+    assert app.state.server.index["served_model"] == "tiny"
+    for body, param in [({"query": ""}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "where": 3},
+                                                                                 "where")]:
+        bad = httpx.post(f"{url}/v1/search", json=body)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param
+
+
+def test_search_modes_alpha_and_fusion_reach_index_search(search_server, tiny_encoder):
+    url, _, folder = search_server
+    query = "mitochondrion energy"
+    for options in ({"mode": "lexical"}, {"mode": "dense"}, {"mode": "hybrid"},
+                    {"mode": "hybrid", "alpha": 1.0}, {"mode": "hybrid", "alpha": 0},
+                    {"mode": "hybrid", "fusion": "rrf"}, {"fusion": "rrf", "alpha": 0.9}):
+        got = httpx.post(f"{url}/v1/search", json={"query": query, "k": 4, **options})
+        assert got.status_code == 200, (options, got.text)
+        reply = got.json()
+        assert_same_hits(reply["data"], expected_hits(tiny_encoder, folder, query, k=4, **options))
+        assert reply["mode"] == options.get("mode", "hybrid") and reply["fusion"] == options.get("fusion", "convex")
+        if "alpha" in options:
+            assert reply["alpha"] == options["alpha"]
+    # alpha is not ignored: the dense-only and lexical-only weights rank differently
+    scores = [[h["score"] for h in httpx.post(f"{url}/v1/search", json={"query": query, "k": 8, "alpha": a}).json()
+               ["data"]] for a in (0.0, 1.0)]
+    assert scores[0] != scores[1]
+    lexical = httpx.post(f"{url}/v1/search", json={"query": query, "mode": "lexical"}).json()["data"]
+    assert all(h["mode"] == "lexical" and h["dense_score"] is None and h["lexical_score"] is not None
+               for h in lexical)
+
+
+@pytest.mark.parametrize("field, value", [("mode", "telepathy"), ("mode", 3), ("fusion", "max"), ("fusion", ["rrf"]),
+                                          ("alpha", 1.5), ("alpha", -0.1), ("alpha", "0.5"), ("alpha", True)])
+def test_bad_search_options_are_400_in_the_openai_envelope(search_server, field, value):
+    reply = httpx.post(f"{search_server[0]}/v1/search", json={"query": "x", field: value})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == field
+    assert error["type"] == "invalid_request_error" and field in error["message"]
 
 
 def test_search_without_an_index_is_a_clear_400(server):

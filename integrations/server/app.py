@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from llm2vec_rag import __version__
 from llm2vec_rag.errors import LLM2VecError
+from llm2vec_rag.index.hybrid import FUSIONS, MODES, SearchSettings
 from llm2vec_rag.integrations._shared import require
 
 from .engine import Engine, InputTooLongError, NotReadyError, QueueFullError, Served
@@ -51,9 +51,23 @@ class ModelCard:
     engine: str
     dtype: str
     device: str
+    dtype_reason: str | None = None  # why this dtype: "auto: bfloat16 (AMX: ...)", "requested"; None: not known
 
 
-def model_card(name: str, encoder: Any) -> ModelCard:
+def dtype_reason(requested: str | None, device: Any) -> str | None:
+    """Why the models run in their dtype: ``auto``'s choice and its reason (memoised: no second calibration)."""
+    if requested is None:
+        return None
+    if requested != "auto":
+        return f"requested: {requested}"
+    import torch
+
+    from llm2vec_rag.runtime import auto_dtype_choice
+
+    return f"auto: {auto_dtype_choice(torch.device(str(device))).describe()}"
+
+
+def model_card(name: str, encoder: Any, requested_dtype: str | None = None) -> ModelCard:
     params = next(iter(encoder.model.parameters()), None)
     return ModelCard(name=name, dim=int(encoder.dim), max_length=int(encoder.max_length),
                      vocab_size=int(len(encoder.tokenizer)), pooling_mode=str(encoder.pooling_mode),
@@ -62,7 +76,7 @@ def model_card(name: str, encoder: Any) -> ModelCard:
                      adapters=[str(a) for a in getattr(encoder, "adapters", [])],
                      engine=str(getattr(encoder, "engine", "?")),
                      dtype=str(params.dtype).removeprefix("torch.") if params is not None else "?",
-                     device=str(encoder.device))
+                     device=str(encoder.device), dtype_reason=dtype_reason(requested_dtype, encoder.device))
 
 
 @dataclass
@@ -73,7 +87,6 @@ class ServerState:
     aliases: dict[str, str] = field(default_factory=dict)  # extra names a client may send (e.g. "name:latest")
     cards: dict[str, ModelCard] = field(default_factory=dict)
     index: dict | None = None
-    search_modes: bool = False  # Index.search takes mode=
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -152,6 +165,19 @@ async def embed(state: ServerState, request: Any, spec: EmbedSpec, param: str = 
     return name, shape_vectors(result.vectors, spec, card.dim), int(sum(result.tokens))
 
 
+def search_settings(body: dict) -> SearchSettings:
+    """``mode``, ``alpha`` and ``fusion`` of a /v1/search body, checked (400 naming the field), defaults filled in."""
+    mode, alpha, fusion = body.get("mode"), body.get("alpha"), body.get("fusion")
+    if mode is not None and (not isinstance(mode, str) or mode not in MODES):
+        raise bad(f"'mode' must be one of {', '.join(MODES)}, got {mode!r}", "mode")
+    if fusion is not None and (not isinstance(fusion, str) or fusion not in FUSIONS):
+        raise bad(f"'fusion' must be one of {', '.join(FUSIONS)}, got {fusion!r}", "fusion")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not 0.0 <= float(alpha) <= 1.0):
+        raise bad(f"'alpha' must be a number from 0 to 1 (the dense side's weight), got {alpha!r}", "alpha")
+    return SearchSettings.of(mode, None if alpha is None else float(alpha), fusion)
+
+
 def create_app(load: Callable[[], Served], settings: ServerSettings | None = None,
                on_failure: Callable[[BaseException], None] | None = None,
                aliases: dict[str, str] | None = None) -> Any:
@@ -185,7 +211,7 @@ def server_state(load: Callable[[], Served], settings: ServerSettings,
 
     def loaded() -> Served:
         served = load()
-        cards = {name: model_card(name, enc) for name, enc in served.models.items()}
+        cards = {name: model_card(name, enc, served.dtype) for name, enc in served.models.items()}
         index = None
         if served.index is not None:
             idx = served.index
@@ -203,12 +229,6 @@ def server_state(load: Callable[[], Served], settings: ServerSettings,
     holder["state"] = state
     metrics.gauges(lambda: engine.queued, lambda: engine.pending, lambda: engine.dropped,
                    lambda: 1.0 if engine.state == "ready" else 0.0)
-    try:
-        from llm2vec_rag.index import Index
-
-        state.search_modes = "mode" in inspect.signature(Index.search).parameters
-    except ImportError:  # pragma: no cover
-        state.search_modes = False
     return state
 
 
@@ -259,10 +279,26 @@ class JsonIO:
 
 def add_error_handlers(app: Any, state: ServerState, io: JsonIO) -> None:
     from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
         return JSONResponse(error_body(request.url.path, exc), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        """Unknown routes (404) and wrong methods (405) in the route family's envelope, not FastAPI's ``detail``."""
+        path, method = request.url.path, request.method
+        if exc.status_code == 404:
+            message, code = f"Invalid URL ({method} {path}): this server has no such route", None  # OpenAI's words
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or ""
+            message = f"Method {method} is not allowed on {path}" + (f"; use {allowed}" if allowed else "")
+            code = "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        err = ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+        return JSONResponse(error_body(path, err), status_code=exc.status_code, headers=err.headers)
 
     @app.exception_handler(ClientGone)
     async def client_gone(_request, _exc):
@@ -348,28 +384,20 @@ def add_search_route(app: Any, state: ServerState, io: JsonIO) -> None:
         instruction = body.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise bad("'instruction' must be a string", "instruction")
-        options: dict[str, Any] = {}
-        mode = body.get("mode")
-        if mode is not None:
-            if not state.search_modes:
-                raise bad("'mode' is not supported by this version's index (dense search only)", "mode")
-            if not isinstance(mode, str):
-                raise bad("'mode' must be a string", "mode")
-            options["mode"] = mode
+        ranking = search_settings(body)
 
         def run(served: Served):
-            return served.index.search(query, k=k, where=where, instruction=instruction, **options)
+            return served.index.search(query, k=k, where=where, instruction=instruction, mode=ranking.mode,
+                                       alpha=ranking.alpha, fusion=ranking.fusion)
 
         future = _submit(state, lambda: state.engine.submit_call(run))
         try:
             hits = await _await(request, future)
         except LLM2VecError as exc:
             raise bad(str(exc).splitlines()[0], "mode" if "mode" in str(exc) else None) from None
-        data = [{"rank": h.rank, "score": round(float(h.score), 6), "source": h.source, "chunk": h.chunk,
-                 "heading": h.heading, "page": h.page, "start": h.start, "end": h.end, "id": h.id, "text": h.text}
-                for h in hits]
-        return io.reply({"object": "list", "data": data, "model": state.index.get("model"), "query": query, "k": k,
-                         **options})
+        return io.reply({"object": "list", "data": [h.json_fields() for h in hits], "model": state.index.get("model"),
+                         "query": query, "k": k, "mode": ranking.mode, "alpha": ranking.alpha,
+                         "fusion": ranking.fusion})
 
 
 def add_operation_routes(app: Any, state: ServerState, io: JsonIO) -> None:
@@ -387,8 +415,8 @@ def add_operation_routes(app: Any, state: ServerState, io: JsonIO) -> None:
         return io.reply({"version": __version__, "state": engine.state,
                          "default_model": state.default_model if state.cards else None,
                          "models": [asdict(c) for c in state.cards.values()], "index": state.index,
-                         "search_modes": state.search_modes, "limits": state.settings.public(),
-                         "load_seconds": engine.load_seconds})
+                         "search_modes": list(MODES), "search_fusions": list(FUSIONS),
+                         "limits": state.settings.public(), "load_seconds": engine.load_seconds})
 
     @app.get("/metrics")
     async def prometheus():

@@ -58,6 +58,7 @@ class Served:
     models: dict[str, Any]
     index: Any = None
     index_model: str | None = None  # the served name whose encoder the index uses, None: its own
+    dtype: str | None = None  # what the models were loaded with ("auto", "float32", ...), for /info; None: unknown
 
 
 @dataclass

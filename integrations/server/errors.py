@@ -5,15 +5,15 @@
 * Ollama (``/api/...``): ``{"error": "..."}``.
 
 The status codes are the same in all three: 400 bad input, 401 no or wrong key,
-404 unknown model, 413 too big, 429 queue full (with ``Retry-After``), 503 not ready.
+404 unknown model or route, 405 wrong method, 413 too big, 429 queue full (with ``Retry-After``), 503 not ready.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "server_error", 500: "server_error"}
-TEI_TYPES = {400: "Validation", 401: "Unauthorized", 404: "Validation", 413: "Validation", 429: "Overloaded",
+                405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "server_error", 500: "server_error"}
+TEI_TYPES = {400: "Validation", 401: "Unauthorized", 404: "Validation", 405: "Validation", 413: "Validation", 429: "Overloaded",
              503: "Unhealthy", 500: "Backend"}
 
 

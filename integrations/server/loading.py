@@ -82,7 +82,7 @@ def loader(plan: ModelPlan, log: Callable[[str], None] = lambda m: None) -> Call
             log(f"loading adapter {adapter_name} ({folder})")
             models[adapter_name] = LLM2Vec.from_pretrained(plan.model, adapters=[*plan.adapters, folder],
                                                            merge_adapters=True, **common)
-        served = Served(models=models)
+        served = Served(models=models, dtype=plan.dtype)
         if plan.index_dir is not None:
             served.index, served.index_model = open_index(plan.index_dir, models, plan.dtype, plan.device, log)
         return served

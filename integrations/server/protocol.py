@@ -113,6 +113,10 @@ def parse_openai(body: Mapping[str, Any], settings: ServerSettings) -> EmbedSpec
     if "input" not in body:
         raise bad("'input' is required", "input", code="missing_required_parameter")
     pieces, single = parse_input(body["input"], "input", settings)
+    for i, piece in enumerate(pieces):  # OpenAI answers 400 to an empty string, alone or in a list
+        if piece == "":
+            raise bad("'input' must not be an empty string" if single else f"'input[{i}]' is an empty string; "
+                      "the OpenAI API refuses empty inputs", "input")
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise bad(f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", "encoding_format")

@@ -49,6 +49,17 @@ class Hit(Record):
     dense_score: float | None = None
     lexical_score: float | None = None
 
+    def json_fields(self) -> dict[str, Any]:
+        """The hit as ``search --json`` prints it and ``/v1/search`` returns it (one definition for both)."""
+        return {"rank": self.rank, "score": round(float(self.score), 6), "mode": self.mode,
+                "dense_score": _rounded(self.dense_score), "lexical_score": _rounded(self.lexical_score),
+                "source": self.source, "chunk": self.chunk, "heading": self.heading, "page": self.page,
+                "start": self.start, "end": self.end, "id": self.id, "text": self.text}
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(float(score), 6)
+
 
 def record_from_row(row: tuple, cls: type = Record, **extra: Any) -> Record:
     """Build from a ``meta.CHUNK_COLUMNS`` row."""
